@@ -23,7 +23,7 @@ process: install
 	$(BIN)/digits process $(INPUT) --output $(OUTPUT)
 
 train: install
-	$(BIN)/digits train --mnist $(MNIST)
+	$(BIN)/digits train --mnist $(MNIST) --real $(REAL)
 
 eval: install
 	$(BIN)/digits eval --mnist $(MNIST) --real $(REAL)

@@ -19,7 +19,14 @@ log = logging.getLogger("pipeline")
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Other libraries (Pillow, joblib) stay at INFO; only our own loggers go to DEBUG.
+    logging.basicConfig(level=max(level, logging.INFO), format="%(levelname)s %(message)s", stream=sys.stderr)
+    log.setLevel(level)  # also when a host (pytest, a notebook) configured logging first
+
+
+def _show_progress(quiet: bool) -> bool:
+    """A progress bar only for a person watching: stderr is a terminal and not --quiet."""
+    return not quiet and sys.stderr.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,10 +42,12 @@ def cli() -> None:
               show_default=True, help="Where to write the model; its card goes beside it.")
 @click.option("--epochs", type=int, default=None, help="Override the number of epochs (smoke runs).")
 @click.option("--limit", type=int, default=None, help="Train on the first N training digits only (smoke runs).")
+@click.option("--real", type=click.Path(path_type=Path), default=None,
+              help="Folder of real handwriting to measure on (never trained on); skipped when absent.")
 @click.option("--seed", type=int, default=1234, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)
 @click.option("--verbose", "-v", is_flag=True)
-def train(mnist, output, epochs, limit, seed, quiet, verbose) -> int:
+def train(mnist, output, epochs, limit, real, seed, quiet, verbose) -> int:
     """Train the digit model on MNIST's training split and write it with its card."""
     _setup_logging(quiet, verbose)
     from pipeline.train import TrainSettings, train_and_save
@@ -46,8 +55,53 @@ def train(mnist, output, epochs, limit, seed, quiet, verbose) -> int:
     settings = TrainSettings(seed=seed)
     if epochs is not None:
         settings = settings.replace(epochs=epochs)
-    train_and_save(mnist, output, settings, limit=limit, progress=not quiet and sys.stderr.isatty())
+    train_and_save(mnist, output, settings, limit=limit, progress=not quiet and sys.stderr.isatty(),
+                   real_dir=real if real is not None and real.is_dir() else None)
     return ExitCode.ok
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("output"),
+              show_default=True, help="Folder for report.json, fields.csv, digits.csv, fields/ and the run state.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML settings (default: configs/default.yaml).")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file; overrides classify.model.")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=None,
+              help="Page worker processes, 0 = one per core; overrides run.workers.")
+@click.option("--force", is_flag=True, help="Re-read every document, even those already read and unchanged.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.option("--verbose", "-v", is_flag=True, help="Debug messages, with tracebacks of internal errors.")
+@click.option("--raise-on-error", is_flag=True, help="Stop at the first unexpected per-document error (debugging).")
+def process(input_path, output, config_path, model, jobs, force, quiet, verbose, raise_on_error) -> int:
+    """Read every scan under INPUT (PNG, JPEG, TIFF, BMP, WebP, PDF) into reports in --output.
+
+    Documents already read and unchanged (same content, model and settings) are reused,
+    so a nightly run on a growing folder reads only what is new. Exit codes: 0 all read,
+    1 could not run, 2 some documents failed (listed in report.json), 75 another run holds
+    --output, 130 interrupted.
+    """
+    _setup_logging(quiet, verbose)
+    from pipeline.batch import RunOptions, run_batch
+    from pipeline.config import load_config
+
+    overrides = {}
+    if model is not None:
+        overrides["classify.model"] = model
+    if jobs is not None:
+        overrides["run.workers"] = jobs
+    config = load_config(config_path, overrides)
+    options = RunOptions(force=force, raise_on_error=raise_on_error, progress=_show_progress(quiet))
+    summary = run_batch(input_path, output, config, options)
+    counts = summary.counts
+    line = (
+        f"{counts['documents']} documents ({counts['read']} read, {counts['reused']} reused, "
+        f"{counts['errors']} failed, {counts['skipped_files']} files skipped), {counts['pages']} pages, "
+        f"{counts['fields']} fields ({counts['flagged']} flagged) -> {output / 'report.json'}"
+    )
+    log.log(logging.WARNING if summary.failed else logging.INFO, "%s", line)
+    return summary.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

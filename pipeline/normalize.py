@@ -15,6 +15,8 @@ CROP_SIZE = 28
 BOX_SIZE = 20
 # Pixels whose ink is below this share of the crop's maximum do not count for the tight box.
 INK_FLOOR = 0.1
+# Inked pixels at or above this percentile of intensity count as full ink (1.0).
+CORE_PERCENTILE = 60
 # Stroke width band, in pixels at BOX_SIZE scale: 5th and 95th percentile of MNIST's
 # training digits, ink taken at half intensity (measured with ``estimate_stroke_width``
 # on 3,000 training digits: 1.87 and 4.85, median 2.89). Strokes outside the band
@@ -90,6 +92,9 @@ def normalize_digit(ink: np.ndarray, adjust_stroke: bool = True) -> np.ndarray:
     if not np.isfinite(peak) or peak <= 0.0:
         return out
     ink = np.clip(ink / peak, 0.0, 1.0)
+    # Saturate the stroke cores as MNIST's are: faint pens and gray scans look alike then.
+    core = float(np.percentile(ink[ink > INK_FLOOR], CORE_PERCENTILE)) if (ink > INK_FLOOR).any() else 1.0
+    ink = np.clip(ink / max(core, INK_FLOOR), 0.0, 1.0)
     box = _tight_box(ink)
     if box is None:
         return out

@@ -1,0 +1,115 @@
+"""Digit-level measurements of a model: MNIST test, real writers (CVL), real cheque digits.
+
+The real sets are for measuring only (see ../shared/data/README.md): nothing here trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.augment import make_non_digits
+from pipeline.classify import REJECT_CLASS
+from pipeline.data import Mnist
+from pipeline.errors import DataError
+from pipeline.normalize import normalize_digit
+from pipeline.preprocess import darkness, ink_threshold
+
+log = logging.getLogger(__name__)
+CVL_VALID = "cvl-digits-valid.npz"
+ORAND_DIR = "orand-car-a-train"
+# Non-digits measured for the reject rate; made from test digits with a fixed seed.
+JUNK_SAMPLES = 3000
+JUNK_SEED = 20261124
+# Least darkness (share of the paper's brightness) that counts as pen ink on a cheque:
+# the security print sits below it, ballpoint strokes well above.
+CHEQUE_INK_FLOOR = 0.12
+
+
+def cheque_ink(gray: np.ndarray) -> np.ndarray:
+    """(M, N) uint8 cheque image -> ink darkness with the security-print background at 0.
+
+    The background window spans a third of the image height: wider than any stroke.
+    """
+    dark = darkness(gray, max(15, gray.shape[0] // 3))
+    return np.where(dark >= ink_threshold(dark, CHEQUE_INK_FLOOR), dark, 0).astype(np.float32)
+
+
+def _scores(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy (a 'not a digit' answer counts as wrong), reject rate and per-class errors."""
+    predicted = probs.argmax(axis=1)
+    digits_only = probs[:, :REJECT_CLASS].argmax(axis=1)
+    errors = {str(d): int(((labels == d) & (predicted != d)).sum()) for d in range(10)}
+    return {
+        "samples": int(len(labels)),
+        "accuracy": round(float((predicted == labels).mean()), 4),
+        "accuracy_digits_only": round(float((digits_only == labels).mean()), 4),
+        "rejected": round(float((predicted == REJECT_CLASS).mean()), 4),
+        "errors_per_class": errors,
+    }
+
+
+def measure_mnist_test(classifier, mnist: Mnist) -> dict:
+    """MNIST test digits, each passed through ``normalize_digit`` as the pipeline does."""
+    crops = np.stack([normalize_digit(image) for image in mnist.test_images])
+    return _scores(classifier.predict(crops), mnist.test_labels.astype(np.int64))
+
+
+def measure_junk(classifier, mnist: Mnist) -> dict:
+    """Share of synthetic non-digits (made from test digits) that the model rejects."""
+    junk = make_non_digits(JUNK_SAMPLES, mnist.test_images, np.random.default_rng(JUNK_SEED))
+    predicted = classifier.predict(junk).argmax(axis=1)
+    return {"samples": JUNK_SAMPLES, "rejected": round(float((predicted == REJECT_CLASS).mean()), 4)}
+
+
+def load_cvl(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CVL digits (dark ink on light) -> MNIST-polarity crops and labels."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a CVL digits file with 'images' and 'labels' ({exc})") from None
+    crops = np.stack([normalize_digit(255.0 - image.astype(np.float32)) for image in images])
+    return crops, labels.astype(np.int64)
+
+
+def measure_cvl(classifier, path: Path) -> dict:
+    crops, labels = load_cvl(path)
+    return _scores(classifier.predict(crops), labels)
+
+
+def load_cheque_digits(orand_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Digits cut from ORAND-CAR amounts by the boxes in ``labels.csv``, background suppressed."""
+    crops, labels = [], []
+    with open(orand_dir / "labels.csv", newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            gray = cv2.imread(str(orand_dir / row["file"]), cv2.IMREAD_GRAYSCALE)
+            boxes = json.loads(row["digit_boxes_xywh"])
+            if gray is None or len(boxes) != len(row["text"]):
+                log.warning("skipping %s: unreadable or boxes do not match its text", row["file"])
+                continue
+            ink = cheque_ink(gray)
+            for (x, y, w, h), label in zip(boxes, row["text"]):
+                crops.append(normalize_digit(ink[y:y + h, x:x + w]))
+                labels.append(int(label))
+    return np.stack(crops), np.asarray(labels, np.int64)
+
+
+def measure_cheque_digits(classifier, orand_dir: Path) -> dict:
+    crops, labels = load_cheque_digits(orand_dir)
+    return _scores(classifier.predict(crops), labels)
+
+
+def measure_model(classifier, mnist: Mnist, real_dir: Path | None) -> dict:
+    """Every digit-level measurement available; real sets only when ``real_dir`` has them."""
+    results = {"mnist_test": measure_mnist_test(classifier, mnist), "synthetic_junk": measure_junk(classifier, mnist)}
+    if real_dir is not None and (Path(real_dir) / CVL_VALID).is_file():
+        results["cvl_valid"] = measure_cvl(classifier, Path(real_dir) / CVL_VALID)
+    if real_dir is not None and (Path(real_dir) / ORAND_DIR / "labels.csv").is_file():
+        results["cheque_digits"] = measure_cheque_digits(classifier, Path(real_dir) / ORAND_DIR)
+    return results
