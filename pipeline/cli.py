@@ -5,7 +5,9 @@ Nothing here imports TensorFlow at module level, so ``digits --help`` answers at
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +24,23 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     # Other libraries (Pillow, joblib) stay at INFO; only our own loggers go to DEBUG.
     logging.basicConfig(level=max(level, logging.INFO), format="%(levelname)s %(message)s", stream=sys.stderr)
     log.setLevel(level)  # also when a host (pytest, a notebook) configured logging first
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Treat SIGTERM (cron's ``timeout``, a shutdown) like Ctrl-C: stop, clean up, exit 130."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -93,7 +112,8 @@ def process(input_path, output, config_path, model, jobs, force, quiet, verbose,
         overrides["run.workers"] = jobs
     config = load_config(config_path, overrides)
     options = RunOptions(force=force, raise_on_error=raise_on_error, progress=_show_progress(quiet))
-    summary = run_batch(input_path, output, config, options)
+    with _sigterm_interrupts():
+        summary = run_batch(input_path, output, config, options)
     counts = summary.counts
     line = (
         f"{counts['documents']} documents ({counts['read']} read, {counts['reused']} reused, "
@@ -102,6 +122,49 @@ def process(input_path, output, config_path, model, jobs, force, quiet, verbose,
     )
     log.log(logging.WARNING if summary.failed else logging.INFO, "%s", line)
     return summary.exit_code
+
+
+@cli.command("eval")
+@click.option("--mnist", type=click.Path(path_type=Path), default=None,
+              help="MNIST folder or mnist.npz; default $DIGITS_MNIST, else Keras' download.")
+@click.option("--real", type=click.Path(path_type=Path), default=None,
+              help="Folder of real handwriting (CVL digits, ORAND-CAR amounts); parts absent are skipped.")
+@click.option("--pages", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"),
+              show_default=True, help="Scans with truth JSONs beside them, read by the batch job and scored.")
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=Path("output/eval.md"),
+              show_default=True, help="Where to write the same figures as markdown tables.")
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--verbose", "-v", is_flag=True)
+def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> int:
+    """Measure the model and the whole pipeline; print and write markdown tables."""
+    _setup_logging(quiet, verbose)
+    from pipeline.config import load_config
+    from pipeline.measure import run_evaluation
+
+    config = load_config(config_path, {"classify.model": model} if model is not None else None)
+    markdown = run_evaluation(config, mnist, real, pages)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(markdown, encoding="utf-8")
+    click.echo(markdown)
+    return ExitCode.ok
+
+
+@cli.command()
+@click.option("--mnist", type=click.Path(path_type=Path), default=None,
+              help="MNIST folder or mnist.npz (only its test split is drawn); default $DIGITS_MNIST.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"),
+              show_default=True)
+@click.option("--pages", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+def samples(mnist, output, pages, seed) -> int:
+    """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits)."""
+    from pipeline.samples import write_samples
+
+    written = write_samples(mnist, output, pages, seed)
+    click.echo(f"wrote {len(written)} pages to {output}", err=True)
+    return ExitCode.ok
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,3 +113,39 @@ def measure_model(classifier, mnist: Mnist, real_dir: Path | None) -> dict:
     if real_dir is not None and (Path(real_dir) / ORAND_DIR / "labels.csv").is_file():
         results["cheque_digits"] = measure_cheque_digits(classifier, Path(real_dir) / ORAND_DIR)
     return results
+
+
+def _digit_table(results: dict) -> str:
+    names = {"mnist_test": "MNIST test (10,000)", "cvl_valid": "CVL valid, real writers (7,000)",
+             "cheque_digits": "ORAND-CAR cheque digits (cut by truth boxes)"}
+    lines = ["| Digit set | Accuracy | Rejected as non-digit |", "|---|---|---|"]
+    for key, name in names.items():
+        if key in results:
+            lines.append(f"| {name} | {results[key]['accuracy']:.2%} | {results[key]['rejected']:.2%} |")
+    junk = results["synthetic_junk"]
+    lines.append(f"| Synthetic non-digits ({junk['samples']:,}) | rejected {junk['rejected']:.2%} | |")
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation(config, mnist_source, real_dir: Path | None, pages_dir: Path | None) -> str:
+    """Every measurement `make eval` prints, as markdown: digits, amounts, pages with truth."""
+    import tempfile
+
+    from pipeline.batch import RunOptions, run_batch
+    from pipeline.classify import load_classifier
+    from pipeline.data import load_mnist
+    from pipeline.evaluate import evaluate_amounts, evaluate_report, format_markdown
+
+    classifier = load_classifier(config.classify.model, config.classify.batch_size)
+    real_dir = Path(real_dir) if real_dir is not None and Path(real_dir).is_dir() else None
+    sections = ["## Digits\n", _digit_table(measure_model(classifier, load_mnist(mnist_source), real_dir))]
+    if real_dir is not None and (real_dir / ORAND_DIR / "labels.csv").is_file():
+        amounts = evaluate_amounts(real_dir / ORAND_DIR, classifier, config)
+        sections += [f"\n## Cheque amounts ({ORAND_DIR}, whole amounts)\n", format_markdown(amounts)]
+    if pages_dir is not None and any(Path(pages_dir).glob("*.json")):
+        with tempfile.TemporaryDirectory() as scratch:
+            run_batch(Path(pages_dir), Path(scratch), config, RunOptions(force=True),
+                      load_model=lambda path: classifier)
+            report = json.loads((Path(scratch) / "report.json").read_text(encoding="utf-8"))
+        sections += [f"\n## Pages ({pages_dir})\n", format_markdown(evaluate_report(report, Path(pages_dir)))]
+    return "".join(sections)

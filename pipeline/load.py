@@ -1,0 +1,282 @@
+"""Find the documents under an input folder and decode their pages to grayscale.
+
+Only this module reads input files. ``find_documents`` walks the input in a stable,
+sorted order; ``read_document`` reads one file's bytes (size checked first) and
+``iter_pages`` decodes them lazily, one page at a time, so a 500-page PDF never sits
+in memory whole. Every way a file can be bad raises ``DocumentError`` with a reason
+from ``FailureReason``; the batch records it and goes on.
+
+Decisions on degenerate pages: a page smaller than ``input.min_page_side`` on either
+side (a 1×1 image) is ``too_small``. A uniform page (all white, all black) is *not* an
+error here: it is a page with no fields, reported ``ok`` with an empty field list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.config import InputConfig
+from pipeline.errors import DocumentError, FailureReason
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+PDF_SUFFIXES = frozenset({".pdf"})
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES
+# PDF geometry is in points: 72 per inch.
+POINTS_PER_INCH = 72.0
+PDF_MAGIC = b"%PDF-"
+# 16-bit samples map to 8 bits by this divisor (65535 / 255).
+SIXTEEN_TO_EIGHT = 257.0
+
+
+@dataclass(frozen=True)
+class DocumentList:
+    """What a walk of the input found.
+
+    ``root`` is the folder paths are relative to; ``paths`` are POSIX relative paths in
+    sorted walk order; ``skipped`` are the relative paths of hidden entries, files of
+    other types and symlinked folders (never followed, so a link loop cannot trap the walk).
+    """
+
+    root: Path
+    paths: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One decoded page: ``gray`` is (M, N) uint8, ink dark, 0..255; ``number`` counts from 1."""
+
+    number: int
+    gray: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One document's bytes and identity, read once (hashed and decoded from the same bytes)."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def find_documents(source: Path, exclude: Path | None = None) -> DocumentList:
+    """Walk ``source`` (a folder, or one file); paths come sorted component by component.
+
+    Hidden files and folders (name starting with ``.``) and unsupported suffixes are
+    skipped and listed, as are folders that cannot be listed. Symlinked folders are not followed (``os.walk`` with
+    ``followlinks=False``), which rules out symlink loops; symlinked files are read.
+    A missing ``source`` raises ``FileNotFoundError``. ``exclude`` is a folder never
+    entered (the output folder, when it lies inside the input: its field images are not scans).
+    """
+    source = Path(source)
+    if not source.exists() and not source.is_symlink():
+        raise FileNotFoundError(str(source))
+    if not source.is_dir():
+        return DocumentList(root=source.parent, paths=(source.name,), skipped=())
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    paths: list[str] = []
+    skipped: list[str] = []
+    def unreadable_folder(exc: OSError) -> None:  # os.walk would skip it silently
+        skipped.append(Path(exc.filename).relative_to(source).as_posix() if exc.filename else str(exc))
+
+    for folder, dirnames, filenames in os.walk(source, onerror=unreadable_folder, followlinks=False):
+        rel_folder = Path(folder).relative_to(source)
+        kept = []
+        for name in sorted(dirnames):
+            full = Path(folder) / name
+            if _hidden(name) or full.is_symlink() or (excluded is not None and full.resolve() == excluded):
+                skipped.append((rel_folder / name).as_posix())
+            else:
+                kept.append(name)
+        dirnames[:] = kept  # os.walk descends only into what is left, in this order
+        for name in sorted(filenames):
+            rel = (rel_folder / name).as_posix()
+            if _hidden(name) or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                skipped.append(rel)
+            else:
+                paths.append(rel)
+    # Sorted as a tree (component by component), so a file's place never depends on walk order.
+    by_parts = lambda rel: rel.split("/")  # noqa: E731
+    return DocumentList(root=source, paths=tuple(sorted(paths, key=by_parts)),
+                        skipped=tuple(sorted(skipped, key=by_parts)))
+
+
+def read_source(path: Path, config: InputConfig) -> SourceFile:
+    """Read one file's bytes, refusing oversized files before reading them.
+
+    An empty file is read (its hash identifies it for the next run); ``iter_pages`` refuses it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DocumentError(FailureReason.unreadable, "not a regular file")
+            limit = config.max_file_mb * 1024 * 1024
+            if info.st_size > limit:
+                raise DocumentError(
+                    FailureReason.too_large,
+                    f"file is {info.st_size / 2**20:.0f} MB, above input.max_file_mb={config.max_file_mb}",
+                )
+            data = handle.read()
+    except PermissionError as exc:
+        raise DocumentError(FailureReason.unreadable, f"permission denied: {exc.strerror or exc}") from None
+    except IsADirectoryError:
+        raise DocumentError(FailureReason.unreadable, "is a folder") from None
+    except FileNotFoundError:
+        raise DocumentError(FailureReason.unreadable, "file vanished or is a broken link") from None
+    except OSError as exc:
+        raise DocumentError(FailureReason.unreadable, f"cannot read file: {exc.strerror or exc}") from None
+    return SourceFile(
+        path=Path(path),
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        mtime_ns=info.st_mtime_ns,
+    )
+
+
+def iter_pages(source: SourceFile, config: InputConfig) -> Iterator[Page]:
+    """Decode ``source`` page by page; the type comes from the content, not the suffix."""
+    if not source.data:
+        raise DocumentError(FailureReason.empty_file, "file is empty (0 bytes)")
+    if source.data.startswith(PDF_MAGIC):
+        yield from _pdf_pages(source.data, config)
+    else:
+        yield from _image_pages(source.data, config)
+
+
+def _check_size(width: int, height: int, config: InputConfig) -> None:
+    """Refuse a page from its declared size, before any pixel is decoded."""
+    if width * height > config.max_page_pixels:
+        raise DocumentError(
+            FailureReason.too_large,
+            f"page is {width}×{height} = {width * height} pixels, above input.max_page_pixels="
+            f"{config.max_page_pixels} (decompression bomb?)",
+        )
+    if min(width, height) < config.min_page_side:
+        raise DocumentError(
+            FailureReason.too_small,
+            f"page is {width}×{height} pixels, below input.min_page_side={config.min_page_side}",
+        )
+
+
+def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
+    with warnings.catch_warnings():
+        # Pillow warns (or raises) about bombs by its own global limit; our limit is the
+        # config's, checked from the header below, so make the warning an error too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DocumentError(FailureReason.too_large, f"decompression bomb refused: {exc}") from None
+        except UnidentifiedImageError:
+            raise DocumentError(
+                FailureReason.unsupported_type,
+                f"not a PNG, JPEG, TIFF, BMP, WebP or PDF file (starts with {data[:8]!r})",
+            ) from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DocumentError(FailureReason.corrupt, f"cannot decode image header: {exc}") from None
+        with image:
+            frames = getattr(image, "n_frames", 1)
+            for index in range(frames):
+                try:
+                    image.seek(index)
+                except (OSError, EOFError, ValueError) as exc:
+                    raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot seek: {exc}") from None
+                width, height = image.size
+                _check_size(width, height, config)
+                try:
+                    image.load()
+                    gray = to_gray(image)
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                    raise DocumentError(FailureReason.too_large, f"decompression bomb refused: {exc}") from None
+                except (OSError, ValueError, SyntaxError, EOFError) as exc:
+                    # Truncated data: Pillow says "image file is truncated" or similar.
+                    raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot decode: {exc}") from None
+                yield Page(number=index + 1, gray=gray)
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Any Pillow image -> (M, N) uint8, 0 black .. 255 white.
+
+    16-bit and 32-bit integer samples are scaled from 0..65535; float samples are taken
+    as 0..1 when their maximum is at most 1, else as 0..255. Transparent pixels are
+    composited on white (a scanner's paper); palette images with transparency too.
+    CMYK and other modes go through RGB.
+    """
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8).copy()
+    if mode.startswith("I;16") or mode == "I":
+        samples = np.asarray(image).astype(np.float32)
+        return np.clip(np.rint(samples / SIXTEEN_TO_EIGHT), 0, 255).astype(np.uint8)
+    if mode == "F":
+        samples = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        scale = 255.0 if samples.size and float(samples.max()) <= 1.0 else 1.0
+        return np.clip(np.rint(samples * scale), 0, 255).astype(np.uint8)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("L"), dtype=np.uint8).copy()
+    if mode == "1":
+        return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image.convert("L"), dtype=np.uint8).copy()
+
+
+def _pdf_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if exc.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise DocumentError(FailureReason.encrypted,
+                                "PDF is password-protected; save an unprotected copy") from None
+        raise DocumentError(FailureReason.corrupt, f"cannot open PDF: {exc}") from None
+    scale = config.pdf_dpi / POINTS_PER_INCH
+    try:
+        count = len(document)
+        if count == 0:
+            raise DocumentError(FailureReason.corrupt, "PDF has no pages")
+        for index in range(count):
+            try:
+                page = document[index]
+                width_pt, height_pt = page.get_size()
+            except pdfium.PdfiumError as exc:
+                raise DocumentError(FailureReason.corrupt, f"page {index + 1}: {exc}") from None
+            try:
+                _check_size(int(round(width_pt * scale)), int(round(height_pt * scale)), config)
+                bitmap = page.render(scale=scale, grayscale=True, force_bitmap_format=pdfium_c.FPDFBitmap_Gray)
+                gray = np.array(bitmap.to_numpy(), dtype=np.uint8, copy=True)
+            except pdfium.PdfiumError as exc:
+                raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot render: {exc}") from None
+            finally:
+                page.close()
+            if gray.ndim == 3:
+                gray = gray[:, :, 0].copy()
+            yield Page(number=index + 1, gray=gray)
+    finally:
+        document.close()
+
