@@ -29,8 +29,7 @@ eval: install
 	$(BIN)/digits eval --mnist $(MNIST) --real $(REAL)
 
 bench: install
-	$(BIN)/python bench/bench_classify.py
-	$(BIN)/python bench/bench_pages.py
+	$(BIN)/python bench/bench_classify.py; a=$$?; $(BIN)/python bench/bench_pages.py; b=$$?; exit $$((a || b))
 
 samples: install
 	$(BIN)/digits samples --mnist $(MNIST) --output samples/

@@ -41,6 +41,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from pipeline import __version__
+from pipeline.classify import CLASS_NAMES, file_sha256
 from pipeline.config import Config, InputConfig, SegmentConfig, config_to_dict
 from pipeline.errors import ConfigError, DocumentError, ExitCode, FailureReason, ModelError, OutputError
 from pipeline.group import read_fields
@@ -57,8 +58,7 @@ log = logging.getLogger(__name__)
 # Pixels of page kept around a field in its review image, so the reviewer sees context.
 FIELD_IMAGE_MARGIN = 8
 # Number of classes the classifier returns per crop: digits 0-9 and "not a digit".
-NUM_CLASSES = 11
-_HASH_BLOCK = 1 << 20
+NUM_CLASSES = len(CLASS_NAMES)
 
 
 class Classifier(Protocol):
@@ -200,14 +200,6 @@ def read_document(task: Task, input_config: InputConfig, segment_config: Segment
 
 
 # --- parent side ---------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def model_sha256(path: Path) -> str:
     """The model file's sha256, or ``ModelError`` saying how to get one."""

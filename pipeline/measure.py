@@ -83,6 +83,21 @@ def measure_cvl(classifier, path: Path) -> dict:
     return _scores(classifier.predict(crops), labels)
 
 
+def _ink_in_box(ink: np.ndarray, components: np.ndarray, box) -> np.ndarray:
+    """The ink of one truth box, without the pieces of neighbours that reach into it.
+
+    Truth boxes of handwriting overlap; a component counts for the box when at least a
+    tenth of its pixels lie inside it (measured: a half drops the shared strokes of
+    touching digits from both boxes, 65% accuracy; a tenth 85.5%; no filter 84.8%).
+    """
+    x, y, w, h = box
+    inside = components[y:y + h, x:x + w]
+    labels, counts = np.unique(inside[inside > 0], return_counts=True)
+    totals = np.bincount(components.ravel())[labels] if labels.size else labels
+    keep = labels[counts >= 0.1 * totals]
+    return np.where(np.isin(inside, keep), ink[y:y + h, x:x + w], 0.0)
+
+
 def load_cheque_digits(orand_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Digits cut from ORAND-CAR amounts by the boxes in ``labels.csv``, background suppressed."""
     crops, labels = [], []
@@ -94,8 +109,9 @@ def load_cheque_digits(orand_dir: Path) -> tuple[np.ndarray, np.ndarray]:
                 log.warning("skipping %s: unreadable or boxes do not match its text", row["file"])
                 continue
             ink = cheque_ink(gray)
+            _, components = cv2.connectedComponents((ink > 0).astype(np.uint8), connectivity=8)
             for (x, y, w, h), label in zip(boxes, row["text"]):
-                crops.append(normalize_digit(ink[y:y + h, x:x + w]))
+                crops.append(normalize_digit(_ink_in_box(ink, components, (x, y, w, h))))
                 labels.append(int(label))
     return np.stack(crops), np.asarray(labels, np.int64)
 

@@ -79,8 +79,9 @@ def _normalize_all(images: np.ndarray) -> np.ndarray:
     return np.stack([normalize_digit(image) for image in images]).astype(np.float32)
 
 
-def _augment_pool(images: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([np.stack([augment_digit(image, rng) for image in images]) for _ in range(copies)])
+def _augment_pool(images: np.ndarray, labels: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:
+    return np.stack([np.stack([augment_digit(image, rng, int(label)) for image, label in zip(images, labels)])
+                     for _ in range(copies)])
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -125,13 +126,14 @@ def train_model(mnist: Mnist, settings: TrainSettings, limit: int | None = None,
     started = time.time()
     x_train = _normalize_all(images[train_idx])
     y_train = labels[train_idx]
-    pool = _augment_pool(images[train_idx], settings.augment_copies, rng)
+    pool = _augment_pool(images[train_idx], y_train, settings.augment_copies, rng)
     n_reject = int(round(settings.reject_share * len(train_idx)))
     reject_pool = make_non_digits(n_reject * 2, images[train_idx], rng)
     # Validation: half plain, half augmented digits, plus held-out junk made from held-out digits.
     x_val = np.concatenate([
         _normalize_all(images[val_idx[: n_val // 2]]),
-        np.stack([augment_digit(image, rng) for image in images[val_idx[n_val // 2:]]]),
+        np.stack([augment_digit(image, rng, int(label)) for image, label
+                  in zip(images[val_idx[n_val // 2:]], labels[val_idx[n_val // 2:]])]),
         make_non_digits(int(round(settings.reject_share * n_val)), images[val_idx], rng),
     ])
     y_val = np.concatenate([labels[val_idx], np.full(int(round(settings.reject_share * n_val)), REJECT_CLASS)])

