@@ -34,10 +34,38 @@ class InputConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SegmentConfig:
-    # Sauvola window, as a fraction of the estimated text height (odd pixel size derived).
-    sauvola_k: float = 0.2
-    # Largest skew corrected, in degrees; beyond this the page is taken as it is.
+    # Background filter width, pixels: wider than any pen stroke (a marker at 600 dpi is
+    # ~15 px), narrower than lighting gradients; strokes vanish from the background estimate.
+    background_window: int = 41
+    # Least darkness, as a share of the local paper brightness, that can be ink: faint
+    # security print and JPEG ringing stay below it, blue and red ballpoint stay above.
+    min_ink_darkness: float = 0.25
+    # Largest skew searched and corrected, in degrees (scanner feeders stay within ±5°).
     max_skew_degrees: float = 6.0
+    # Shortest straight run, pixels, taken as a ruled line: longer than a digit's bar at
+    # 300 dpi (~45 px), shorter than a comb box row or an underline.
+    line_min_length: int = 70
+    # Thickest ruled line, pixels; thicker runs are strokes or blocks and are kept.
+    max_line_thickness: int = 6
+    # Shortest digit, pixels: a 3 mm digit at 150 dpi. Shorter ink is a fragment, or the
+    # small print of labels (2-3 mm capitals), which would otherwise read as digits.
+    min_digit_height: int = 18
+    # Tallest digit, pixels: a 2 cm digit at 300 dpi; taller ink is a drawing or a logo.
+    max_digit_height: int = 250
+    # Largest gap between two digits of one field, in digit heights: handwriting spaces
+    # digits by under half a height, fields sit apart by several.
+    field_gap: float = 1.5
+    # Pieces shorter than this share of the field's digit height are punctuation,
+    # specks or fragments of a broken digit, never a digit on their own.
+    fragment_height: float = 0.45
+    # A blob wider than this many digit heights may be touching digits: cuts are proposed
+    # (MNIST digits are 0.4-0.9 heights wide; a wide 0 reaches ~1.1 and stays uncut when the model agrees).
+    touch_aspect: float = 1.0
+    # Images no taller than this many pixels are one cut-out field (a cheque amount box).
+    single_field_max_height: int = 160
+    # Printed text: three or more pieces whose bottoms and heights agree within this many
+    # pixels: a typeset baseline and a font's fixed heights repeat exactly; handwriting does not.
+    printed_tolerance: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +164,29 @@ def validate(config: Config) -> Config:
         problems.append("input.max_file_mb must be at least 1")
     if not 0.0 < config.flags.min_digit_confidence < 1.0:
         problems.append("flags.min_digit_confidence must be between 0 and 1")
+    seg = config.segment
+    if not 3 <= seg.background_window <= 1001:
+        problems.append("segment.background_window must be between 3 and 1001 pixels")
+    if not 0.0 < seg.min_ink_darkness < 1.0:
+        problems.append("segment.min_ink_darkness must be between 0 and 1")
+    if not 0.0 <= seg.max_skew_degrees <= 45.0:
+        problems.append("segment.max_skew_degrees must be between 0 and 45")
+    if seg.line_min_length < 10:
+        problems.append("segment.line_min_length must be at least 10 pixels")
+    if not 1 <= seg.max_line_thickness < seg.line_min_length:
+        problems.append("segment.max_line_thickness must be at least 1 and below line_min_length")
+    if not 4 <= seg.min_digit_height < seg.max_digit_height:
+        problems.append("segment.min_digit_height must be at least 4 and below max_digit_height")
+    if not 0.0 < seg.field_gap <= 10.0:
+        problems.append("segment.field_gap must be between 0 and 10 digit heights")
+    if not 0.0 < seg.fragment_height < 1.0:
+        problems.append("segment.fragment_height must be between 0 and 1")
+    if not 0.5 <= seg.touch_aspect <= 5.0:
+        problems.append("segment.touch_aspect must be between 0.5 and 5")
+    if seg.single_field_max_height < 0:
+        problems.append("segment.single_field_max_height must be 0 (never) or more")
+    if not 0.0 <= seg.printed_tolerance <= 10.0:
+        problems.append("segment.printed_tolerance must be between 0 (off) and 10 pixels")
     if config.classify.batch_size < 1:
         problems.append("classify.batch_size must be at least 1")
     if config.run.workers < 0:

@@ -1,16 +1,39 @@
 """Turn classified candidates into fields: pick readings, build text, raise flags.
 
-Interface shared with ``batch`` and ``report`` (implementation in progress).
+Each blob is read the way the classifier likes best: the reading whose candidates have
+the highest mean log-probability of their best digit, minus CUT_PENALTY per cut, so a
+blob stays whole unless cutting it clearly reads better. Blobs the model calls "not a
+digit" are left out of the text; a field made mostly of them is printed text or junk
+and is not reported at all.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.classify import CLASS_NAMES, DIGIT_CLASSES, REJECT_CLASS
 from pipeline.config import FlagConfig
-from pipeline.segment import Box, PageLayout
+from pipeline.segment import SEGMENT_REASONS, Box, Candidate, PageLayout
+
+LOW_CONFIDENCE = "low_confidence"  # a digit below FlagConfig.min_digit_confidence
+NOT_A_DIGIT = "not_a_digit"  # the model rejected a full-size blob inside the field
+FORCED_SPLIT = "forced_split"  # touching digits were read by cutting a blob
+# Every reason a field can be flagged for, declared once (segmentation's doubts included).
+FLAG_REASONS = (LOW_CONFIDENCE, NOT_A_DIGIT, FORCED_SPLIT) + SEGMENT_REASONS
+
+# Log-probability given up per cut: a whole blob read at p=0.6 still beats two pieces at
+# p=0.95 (mean log -0.05 - 0.5 < log 0.6 = -0.51), so cuts win only over a clearly bad read.
+CUT_PENALTY = 0.5
+# A rejected blob at least this share of the field's median blob height is "full size":
+# a symbol in the number's place, worth a reviewer's look. Smaller ones are stray marks.
+FULL_SIZE = 0.7
+# A field with at least this share of its blobs rejected is not a handwritten number.
+DROP_REJECTED = 0.5
+# Floor on probabilities before the log, so a zero never gives -inf.
+PROB_FLOOR = 1e-6
 
 
 @dataclass(frozen=True)
@@ -25,12 +48,92 @@ class FieldReading:
     id: int
     text: str
     bbox: Box
-    confidence: float
+    confidence: float  # product of its digits' confidences: the chance all are right
     flagged: bool
-    reasons: tuple[str, ...]
+    reasons: tuple[str, ...]  # drawn from FLAG_REASONS, in that order
     digits: tuple[DigitReading, ...]
 
 
+def _reading_score(rows: np.ndarray) -> float:
+    """Mean log-probability of each candidate's best digit, less CUT_PENALTY per cut."""
+    best = np.maximum(rows[:, :REJECT_CLASS].max(axis=1), PROB_FLOOR)
+    return float(np.log(best).mean()) - CUT_PENALTY * (rows.shape[0] - 1)
+
+
+def _union(boxes: list[Box]) -> Box:
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _digit(candidate: Candidate, row: np.ndarray) -> DigitReading:
+    label = int(np.argmax(row[:REJECT_CLASS]))
+    return DigitReading(DIGIT_CLASSES[label], float(row[label]), candidate.bbox)
+
+
 def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tuple[FieldReading, ...]:
-    """``probs``: (K, 11) calibrated probabilities for ``layout_crops(layout)``; class 10 = not a digit."""
-    raise NotImplementedError
+    """Read every field of a page.
+
+    Parameters
+    ----------
+    layout : PageLayout
+        ``segment.segment_page``'s output.
+    probs : (K, 11) ndarray
+        Calibrated probabilities for ``segment.layout_crops(layout)``, row for row;
+        columns 0-9 are digits, column 10 is "not a digit".
+    config : FlagConfig
+
+    Returns
+    -------
+    tuple of FieldReading
+        Reported fields in reading order, ids from 1; fields of mostly rejected blobs
+        (printed text, junk) are left out.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    expected = sum(len(r) for f in layout.fields for b in f.blobs for r in b.readings)
+    if probs.ndim != 2 or probs.shape != (expected, len(CLASS_NAMES)):
+        raise ValueError(f"probs must have shape ({expected}, {len(CLASS_NAMES)}) for this layout, got {probs.shape}")
+    fields = []
+    row = 0
+    for field in layout.fields:
+        heights = [blob.bbox[3] for blob in field.blobs]
+        median_height = float(np.median(heights)) if heights else 0.0
+        digits: list[DigitReading] = []
+        rejected_full = split = False
+        rejected = 0
+        for blob in field.blobs:
+            spans = []
+            for reading in blob.readings:
+                spans.append((row, row + len(reading)))
+                row += len(reading)
+            scores = [_reading_score(probs[a:b]) for a, b in spans]
+            choice = int(np.argmax(scores))
+            start = spans[choice][0]
+            if choice == 0 and int(np.argmax(probs[start])) == REJECT_CLASS:
+                rejected += 1
+                rejected_full |= blob.bbox[3] >= FULL_SIZE * median_height
+                continue
+            split |= choice > 0
+            digits.extend(_digit(c, probs[start + k]) for k, c in enumerate(blob.readings[choice]))
+        if not digits or rejected >= DROP_REJECTED * len(field.blobs):
+            continue
+        found = {
+            LOW_CONFIDENCE: any(d.confidence < config.min_digit_confidence for d in digits),
+            NOT_A_DIGIT: rejected_full,
+            FORCED_SPLIT: split,
+        }
+        found.update({reason: reason in field.reasons for reason in SEGMENT_REASONS})
+        reasons = tuple(reason for reason in FLAG_REASONS if found[reason])
+        confidence = math.prod(d.confidence for d in digits)
+        fields.append(FieldReading(
+            id=len(fields) + 1,
+            text="".join(d.label for d in digits),
+            bbox=_union([d.bbox for d in digits]),
+            confidence=float(confidence),
+            flagged=bool(reasons),
+            reasons=reasons,
+            digits=tuple(digits),
+        ))
+    return tuple(fields)

@@ -1,18 +1,73 @@
 """Find handwritten digits on a page and propose how to read each piece of ink.
 
-Interface shared with ``batch`` and ``group`` (implementation in progress).
+The page is flattened and thresholded (``preprocess``), levelled, and cleared of ruled
+lines; its connected components are linked into fields (pieces side by side, of similar
+height, closer than ``field_gap`` digit heights). Inside a field, fragments are merged
+into the digit they belong to (a 5's detached bar) or dropped as punctuation, and blobs
+too wide for one digit get cut hypotheses for the classifier to judge
+(``group.read_fields``). Typeset text is dropped by its exact baseline and its few exact
+heights. A short image is a cut-out field (a cheque amount box) and is read as one
+field whatever its gaps.
+
+Work happens on the levelled page; every box is mapped back to the original page.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from pipeline import preprocess
 from pipeline.config import SegmentConfig
+from pipeline.normalize import CROP_SIZE, normalize_digit
 
 # (x, y, w, h) in pixels of the original page image: x is the column, y the row.
 Box = tuple[int, int, int, int]
+
+# Segmentation doubts a field can carry (``FieldLayout.reasons``), declared once.
+ODD_SIZE = "odd_size"  # a blob much shorter or taller than the field's other digits
+SEGMENT_REASONS = (ODD_SIZE,)
+
+# A page whose gray levels span less than this has no ink to find (blank or all black).
+MIN_CONTRAST = 16
+# Skews below this many degrees are not worth a resampling of the page.
+MIN_ROTATION = 0.2
+# Components smaller than this share of min_digit_height squared are specks (noise, dust).
+SPECK_AREA = 0.08
+# Pieces at least this share of min_digit_height take part in linking, so that the small
+# letters of printed words join their capitals (and the word is recognised as text).
+LINK_HEIGHT = 0.5
+# Digits standing on one rule (comb row, underline) stay one field across gaps this wide, in heights.
+RULE_GAP = 1.6
+# Two pieces side by side belong to one line when their rows overlap by this share of the shorter.
+ROW_OVERLAP = 0.5
+# ... and when their heights differ by less than this factor.
+HEIGHT_RATIO = 2.0
+# Pieces overlapping by this share of the narrower one's width are parts of one digit
+# (a broken 5 or 4), if together they are no taller than MERGED_HEIGHT digit heights.
+MERGE_OVERLAP = 0.5
+MERGED_HEIGHT = 1.4
+# Printed text: at least this share of pieces share one baseline, and there are at most
+# this share as many distinct heights as pieces (descenders and punctuation disagree).
+PRINTED_SHARE = 0.6
+# Small digits (trailing zeros written small) keep at least this share of the field's
+# digit height in both directions; punctuation is thinner or flatter.
+SMALL_DIGIT = 0.28
+# Blobs outside this range of the field's digit height raise ODD_SIZE.
+ODD_RANGE = (0.55, 1.6)
+# Pieces are shrunk to at most this many pixels a side before normalize_digit: more than
+# twice its 20-pixel box, so no detail is lost, and its stroke measure stays fast.
+NORMALIZE_SIDE = 48
+# A blob this many times as wide as the field's median blob may be two touching digits
+# (a "1" leaning on an "8" is narrower than touch_aspect heights).
+WIDE_BLOB = 1.7
+# Touching digits: at most this many in one blob (amounts like "000" run together), and a
+# blob is cut into n pieces only if it is at least (n - 1) * PIECE_WIDTH digit heights wide.
+MAX_PIECES = 5
+PIECE_WIDTH = 0.6
 
 
 @dataclass(frozen=True)
@@ -48,11 +103,373 @@ class PageLayout:
     fields: tuple[FieldLayout, ...]  # reading order
 
 
+def _as_gray(gray: np.ndarray) -> np.ndarray:
+    gray = np.asarray(gray)
+    if gray.ndim != 2:
+        raise ValueError(f"gray must be a 2-D (M, N) array, got shape {gray.shape}")
+    if gray.dtype == np.uint8:
+        return gray
+    if gray.dtype == bool:
+        return np.where(gray, np.uint8(255), np.uint8(0))
+    values = np.nan_to_num(gray.astype(np.float64), nan=255.0, posinf=255.0, neginf=0.0)
+    if np.issubdtype(gray.dtype, np.floating) and values.size and values.max() <= 1.0:
+        values = values * 255.0
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def _union_find(count: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> np.ndarray:
+    """Group label of each of ``count`` items linked by the given pairs (labels in order
+    of each group's first item)."""
+    parent = list(range(count))
+
+    def root(item: int) -> int:
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for a, b in zip(pairs_i.tolist(), pairs_j.tolist()):
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(item) for item in range(count)], np.int64)
+    return np.unique(roots, return_inverse=True)[1]
+
+
+def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float) -> np.ndarray:
+    """Field label of each piece (rows of (x, y, w, h) ``boxes``).
+
+    Pieces side by side, of similar height, link when closer than ``gap`` digit heights,
+    or closer than RULE_GAP heights when they stand on the same rule (``rule_of``, -1
+    for none): the digits of a comb row or an underline belong together.
+    """
+    x, y, w, h = (boxes[:, k].astype(np.float64) for k in range(4))
+    overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
+    shorter = np.minimum(h, h[:, None])
+    taller = np.maximum(h, h[:, None])
+    space = np.maximum(x, x[:, None]) - np.minimum(x + w, (x + w)[:, None])
+    mean_height = (h + h[:, None]) / 2.0
+    same_rule = (rule_of[:, None] == rule_of[None, :]) & (rule_of[:, None] >= 0)
+    linked = (overlap >= ROW_OVERLAP * shorter) & (taller <= HEIGHT_RATIO * shorter)
+    linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * mean_height))
+    pairs_i, pairs_j = np.nonzero(np.triu(linked, 1))
+    return _union_find(x.size, pairs_i, pairs_j)
+
+
+def _rule_under(boxes: np.ndarray, rules: np.ndarray) -> np.ndarray:
+    """For each piece, the index of the horizontal rule it stands on (-1 for none).
+
+    A rule (row of ``rules``, (x, y, w, h)) is under a piece when it spans the piece's
+    centre column and lies between 0.3 heights above and 0.6 heights below the piece's
+    bottom (an underline, or the bottom of its comb box).
+    """
+    result = np.full(boxes.shape[0], -1, np.int64)
+    if rules.shape[0] == 0 or boxes.shape[0] == 0:
+        return result
+    rx, ry, rw, rh = (rules[:, k][None, :].astype(np.float64) for k in range(4))
+    centre = (boxes[:, 0] + boxes[:, 2] / 2.0)[:, None]
+    bottom = (boxes[:, 1] + boxes[:, 3])[:, None].astype(np.float64)
+    height = boxes[:, 3][:, None].astype(np.float64)
+    under = (rx <= centre) & (centre <= rx + rw)
+    under &= (ry + rh >= bottom - 0.3 * height) & (ry <= bottom + 0.6 * height)
+    found = under.any(axis=1)
+    result[found] = np.argmax(under[found], axis=1)
+    return result
+
+
+def _x_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+
+
+def _union_box(boxes: np.ndarray) -> np.ndarray:
+    x0, y0 = boxes[:, 0].min(), boxes[:, 1].min()
+    x1, y1 = (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+    return np.array([x0, y0, x1 - x0, y1 - y0])
+
+
+def _digit_sized(boxes: np.ndarray, height: float, config: SegmentConfig) -> np.ndarray:
+    """Which pieces (rows of (x, y, w, h, ...) ``boxes``) are large enough to be a digit of
+    a field ``height`` tall.
+
+    Full-height pieces are; so are small digits (raised or trailing zeros) that are at
+    least SMALL_DIGIT of the height in both directions. Dots, commas and dashes are
+    smaller in one direction at least.
+    """
+    full = boxes[:, 3] >= config.fragment_height * height
+    small = (boxes[:, 3] >= SMALL_DIGIT * height) & (boxes[:, 2] >= SMALL_DIGIT * height)
+    return full | small
+
+
+def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
+                  config: SegmentConfig) -> tuple[list[list[int]], float]:
+    """Split one field's pieces into digit blobs: lists of component indices, left to right.
+
+    ``members``: indices (into ``stats``) of the field's linked pieces; ``fragments``:
+    short pieces nearby. Pieces stacked over each other (a broken 5, a 1 in two dashes)
+    merge while together they stay within a digit's height; merged groups of digit size
+    are blobs. What is left is merged into the blob above or below it, else dropped as
+    punctuation (dots, commas and dashes lie between digits, not over them).
+    Returns the blobs and the field's digit height.
+    """
+    # The upper quartile, not the median: pieces of broken digits pull the median down.
+    height = float(np.percentile(stats[members, 3], 75))
+    pieces = np.unique(np.concatenate([members, fragments]))
+    x, y, w, h = (stats[pieces, k].astype(np.float64) for k in range(4))
+    columns = np.minimum(x + w, (x + w)[:, None]) - np.maximum(x, x[:, None])
+    rows = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
+    span = np.maximum(y + h, (y + h)[:, None]) - np.minimum(y, y[:, None])
+    stacked = (columns >= MERGE_OVERLAP * np.minimum(w, w[:, None])) & (rows < ROW_OVERLAP * np.minimum(h, h[:, None]))
+    stacked &= span <= MERGED_HEIGHT * height
+    group_of = _union_find(pieces.size, *np.nonzero(np.triu(stacked, 1)))
+    groups = [pieces[group_of == label] for label in np.unique(group_of)]
+    group_boxes = np.stack([_union_box(stats[g, :4]) for g in groups])
+    sized = _digit_sized(group_boxes, height, config)
+    order = sorted(np.flatnonzero(sized), key=lambda k: group_boxes[k][0])
+    blobs = [[int(i) for i in groups[k]] for k in order]
+    boxes = [group_boxes[k] for k in order]
+    if not blobs:
+        return [], height
+    for k in np.flatnonzero(~sized):
+        box = group_boxes[k]
+        centre = box[1] + box[3] / 2.0
+        best, best_overlap = -1, 0.0
+        for j, blob_box in enumerate(boxes):
+            overlap = _x_overlap(blob_box, box)
+            near = blob_box[1] - 0.3 * height <= centre <= blob_box[1] + blob_box[3] + 0.3 * height
+            if near and overlap >= MERGE_OVERLAP * box[2] and overlap > best_overlap:
+                best, best_overlap = j, overlap
+        if best >= 0:
+            blobs[best].extend(int(i) for i in groups[k])
+            boxes[best] = _union_box(np.stack([boxes[best], box]))
+    return blobs, height
+
+
+def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
+    """Typeset text: three or more pieces, most on one exact baseline, in few exact heights
+    (a font's cap and x heights). Only for pieces not standing on a rule: a rule cuts the
+    digits written on it to one flat baseline too."""
+    count = boxes.shape[0]
+    if count < 3 or config.printed_tolerance <= 0:
+        return False
+    bottoms = boxes[:, 1] + boxes[:, 3]
+    on_baseline = np.abs(bottoms - np.median(bottoms)) <= config.printed_tolerance
+    heights = np.sort(boxes[:, 3].astype(np.float64))
+    distinct = 1 + int((np.diff(heights) > config.printed_tolerance).sum())
+    return bool(on_baseline.mean() >= PRINTED_SHARE and distinct <= max(2.0, PRINTED_SHARE * count))
+
+
+def _cut_columns(profile: np.ndarray, windows: list[tuple[float, float]]) -> list[int] | None:
+    """One cut column per window (shares of the width): the column with least ink, nearest the window centre."""
+    width = profile.size
+    cuts = []
+    for start, stop in windows:
+        lo, hi = int(start * width), int(np.ceil(stop * width))
+        if hi - lo < 1:
+            return None
+        segment = profile[lo:hi].astype(np.float64)
+        centre = (lo + hi - 1) / 2.0
+        bias = np.abs(np.arange(lo, hi) - centre) / max(width, 1) * (profile.max() + 1) * 0.5
+        cuts.append(lo + int(np.argmin(segment + bias)))
+    return cuts
+
+
+def _cut_hypotheses(ink: np.ndarray, height: float, min_width: float) -> list[list[tuple[int, int]]]:
+    """Column ranges of each proposed reading of a blob at least ``min_width`` wide.
+
+    Two pieces (cut near the middle), then 3 to MAX_PIECES evenly spaced
+    pieces while the blob is wide enough for them (PIECE_WIDTH digit heights each).
+    Cuts fall on the column with the least ink near where a boundary is expected.
+    """
+    width = ink.shape[1]
+    if width < min_width:
+        return []
+    profile = (ink > 0).sum(axis=0)
+    plans = [[(0.3, 0.7)]]
+    for pieces in range(3, MAX_PIECES + 1):
+        if width < (pieces - 1) * PIECE_WIDTH * height:
+            break
+        step = 1.0 / pieces
+        plans.append([(k * step - 0.3 * step, k * step + 0.3 * step) for k in range(1, pieces)])
+    options = []
+    for windows in plans:
+        cuts = _cut_columns(profile, windows)
+        if cuts is None:
+            continue
+        edges = [0] + cuts + [width]
+        pieces = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+        if all(b - a >= 2 for a, b in pieces) and pieces not in options:
+            options.append(pieces)
+    return options
+
+
+class _Frame:
+    """Maps boxes on the levelled page back to the original page."""
+
+    def __init__(self, inverse: np.ndarray | None, width: int, height: int):
+        self.inverse = inverse
+        self.width = width
+        self.height = height
+
+    def box(self, x: float, y: float, w: float, h: float) -> Box:
+        if self.inverse is None:
+            x0, y0, x1, y1 = x, y, x + w, y + h
+        else:
+            corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], np.float64)
+            mapped = corners @ self.inverse.T
+            x0, y0 = mapped.min(axis=0)
+            x1, y1 = mapped.max(axis=0)
+        x0 = min(max(math.floor(x0), 0), self.width - 1)
+        y0 = min(max(math.floor(y0), 0), self.height - 1)
+        x1 = min(max(math.ceil(x1), x0 + 1), self.width)
+        y1 = min(max(math.ceil(y1), y0 + 1), self.height)
+        return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidate | None:
+    """A candidate from a piece of ink whose top-left pixel is (row0, col0) on the levelled page."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    piece = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    box = frame.box(col0 + cols[0], row0 + rows[0], piece.shape[1], piece.shape[0])
+    side = max(piece.shape)
+    if side > NORMALIZE_SIDE:
+        # normalize_digit's stroke measure costs time in proportion to the area.
+        scale = NORMALIZE_SIDE / side
+        size = (max(1, round(piece.shape[1] * scale)), max(1, round(piece.shape[0] * scale)))
+        piece = cv2.resize(piece, size, interpolation=cv2.INTER_AREA)
+    return Candidate(box, normalize_digit(piece))
+
+
+def _build_blob(ids: list[int], stats: np.ndarray, labels: np.ndarray, dark: np.ndarray,
+                height: float, min_width: float, frame: _Frame) -> Blob | None:
+    x, y, w, h = (int(v) for v in _union_box(stats[ids, :4]))
+    inside = np.isin(labels[y:y + h, x:x + w], np.asarray(ids) + 1)
+    ink = np.where(inside, dark[y:y + h, x:x + w].astype(np.float32) / 255.0, np.float32(0.0))
+    whole = _candidate(ink, x, y, frame)
+    if whole is None:
+        return None
+    readings = [(whole,)]
+    for pieces in _cut_hypotheses(ink, height, min_width):
+        cut = tuple(_candidate(ink[:, a:b], x + a, y, frame) for a, b in pieces)
+        if all(c is not None for c in cut):
+            readings.append(cut)
+    return Blob(frame.box(x, y, w, h), tuple(readings))
+
+
+def _reading_order(boxes: list[np.ndarray]) -> list[int]:
+    """Indices of field boxes top to bottom, then left to right within a row."""
+    order = sorted(range(len(boxes)), key=lambda i: boxes[i][1] + boxes[i][3] / 2.0)
+    rows: list[list[int]] = []
+    for index in order:
+        centre = boxes[index][1] + boxes[index][3] / 2.0
+        if rows and centre < boxes[rows[-1][0]][1] + boxes[rows[-1][0]][3]:
+            rows[-1].append(index)
+        else:
+            rows.append([index])
+    return [i for row in rows for i in sorted(row, key=lambda i: boxes[i][0])]
+
+
 def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
-    """(M, N) uint8 grayscale page, ink dark -> its digit fields."""
-    raise NotImplementedError
+    """Find the digit fields of a page.
+
+    Parameters
+    ----------
+    gray : (M, N) ndarray
+        Grayscale page, ink dark on light; uint8 expected (other dtypes are converted).
+    config : SegmentConfig
+
+    Returns
+    -------
+    PageLayout
+        Fields in reading order; boxes in pixels of ``gray``. A blank, all-black or tiny
+        page gives no fields.
+    """
+    gray = _as_gray(gray)
+    rows, cols = gray.shape
+    empty = PageLayout(cols, rows, 0.0, ())
+    if min(rows, cols) < config.min_digit_height or int(gray.max()) - int(gray.min()) < MIN_CONTRAST:
+        return empty
+    dark = preprocess.darkness(gray, config.background_window)
+    level = preprocess.ink_threshold(dark, config.min_ink_darkness)
+    mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+    single = rows <= config.single_field_max_height
+    skew = 0.0 if single else preprocess.estimate_skew(mask, config.max_skew_degrees)
+    inverse = None
+    if abs(skew) >= MIN_ROTATION:
+        matrix, shape = preprocess.rotation(gray.shape, skew)
+        dark = preprocess.rotate(dark, matrix, shape)
+        mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+        inverse = cv2.invertAffineTransform(matrix)
+    frame = _Frame(inverse, cols, rows)
+    lines, rules = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness)
+    clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(clean, connectivity=8)
+    stats = stats[1:].astype(np.int64)  # label k + 1 is row k
+    if stats.shape[0] == 0:
+        return PageLayout(cols, rows, skew, ())
+    heights, widths, areas = stats[:, 3], stats[:, 2], stats[:, 4]
+    kept = (areas >= SPECK_AREA * config.min_digit_height ** 2) & (heights <= config.max_digit_height)
+    kept &= widths <= 6 * config.max_digit_height
+    tall = np.flatnonzero(kept & (heights >= LINK_HEIGHT * config.min_digit_height))
+    fragments_all = np.flatnonzero(kept & (heights < config.min_digit_height))
+    if tall.size == 0:
+        return PageLayout(cols, rows, skew, ())
+    on_rule = np.zeros(stats.shape[0], bool)
+    if single:
+        # One cut-out field: the digits are the pieces near the tallest ones' height.
+        reference = float(np.percentile(heights[tall], 75))
+        sized = _digit_sized(stats[tall], reference, config)
+        groups = [tall[sized]]
+        fragments_all = np.concatenate([fragments_all, tall[~sized]])
+    else:
+        rule_of = _rule_under(stats[tall, :4], rules)
+        field_of = _link_rows(stats[tall, :4], rule_of, config.field_gap)
+        groups = [tall[field_of == label] for label in np.unique(field_of)]
+        on_rule[tall[rule_of >= 0]] = True
+    fields, boxes = [], []
+    for members in groups:
+        box = _union_box(stats[members, :4])
+        pad = 0.5 * float(np.median(heights[members]))
+        near = fragments_all[
+            (stats[fragments_all, 0] + stats[fragments_all, 2] > box[0] - pad)
+            & (stats[fragments_all, 0] < box[0] + box[2] + pad)
+            & (stats[fragments_all, 1] + stats[fragments_all, 3] > box[1] - pad)
+            & (stats[fragments_all, 1] < box[1] + box[3] + pad)]
+        blob_ids, height = _group_pieces(stats, members, near, config)
+        if not blob_ids or height < config.min_digit_height:
+            continue
+        blob_boxes = np.stack([_union_box(stats[ids, :4]) for ids in blob_ids])
+        if not single and len(blob_ids) == 1 and blob_boxes[0, 2] <= config.max_line_thickness:
+            continue  # a lone stroke no wider than a rule is what a rule left behind
+        if not single and on_rule[members].mean() < 0.5 and _looks_printed(blob_boxes, config):
+            continue
+        # Wide for one digit: wider than touch_aspect heights, or than WIDE_BLOB typical blobs.
+        min_width = config.touch_aspect * height
+        if len(blob_ids) >= 3:
+            min_width = min(min_width, WIDE_BLOB * float(np.median(blob_boxes[:, 2])))
+        blobs = [_build_blob(ids, stats, labels, dark, height, min_width, frame) for ids in blob_ids]
+        blobs = [b for b in blobs if b is not None]
+        if not blobs:
+            continue
+        ratios = blob_boxes[:, 3] / height
+        reasons = (ODD_SIZE,) if ((ratios < ODD_RANGE[0]) | (ratios > ODD_RANGE[1])).any() else ()
+        union = _union_box(blob_boxes)
+        fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons))
+        boxes.append(union)
+    ordered = tuple(fields[i] for i in _reading_order(boxes))
+    return PageLayout(cols, rows, float(skew), ordered)
 
 
 def layout_crops(layout: PageLayout) -> np.ndarray:
-    """Every candidate's crop, (K, 28, 28) float32, in the order ``group.read_fields`` expects."""
-    raise NotImplementedError
+    """Every candidate's crop, (K, 28, 28) float32, in the order ``group.read_fields`` expects.
+
+    Fields, then blobs, then readings, then candidates, each in stored order.
+    """
+    crops = [candidate.crop
+             for field in layout.fields for blob in field.blobs
+             for reading in blob.readings for candidate in reading]
+    if not crops:
+        return np.zeros((0, CROP_SIZE, CROP_SIZE), np.float32)
+    return np.stack(crops).astype(np.float32, copy=False)

@@ -1,0 +1,141 @@
+"""read_fields on hand-built layouts with fixed, fake probabilities (no model, no TensorFlow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.config import FlagConfig
+from pipeline.group import (
+    FLAG_REASONS,
+    FORCED_SPLIT,
+    LOW_CONFIDENCE,
+    NOT_A_DIGIT,
+    read_fields,
+)
+from pipeline.segment import (
+    ODD_SIZE,
+    Blob,
+    Candidate,
+    FieldLayout,
+    PageLayout,
+    layout_crops,
+)
+
+FLAGS = FlagConfig(min_digit_confidence=0.9)
+CROP = np.zeros((28, 28), np.float32)
+
+
+def candidate(x: int, w: int = 20, h: int = 30) -> Candidate:
+    return Candidate((x, 10, w, h), CROP)
+
+
+def blob(x: int, cuts: tuple[int, ...] = (), h: int = 30) -> Blob:
+    """A blob at column x, 20 px wide per digit; ``cuts``: piece counts of its cut readings."""
+    width = 20 * max((1,) + cuts)
+    readings = [(candidate(x, width, h),)]
+    for pieces in cuts:
+        readings.append(tuple(candidate(x + k * width // pieces, width // pieces, h) for k in range(pieces)))
+    return Blob((x, 10, width, h), tuple(readings))
+
+
+def page(*fields: tuple[Blob, ...], reasons=()) -> PageLayout:
+    layouts = []
+    for blobs in fields:
+        x0 = min(b.bbox[0] for b in blobs)
+        x1 = max(b.bbox[0] + b.bbox[2] for b in blobs)
+        layouts.append(FieldLayout((x0, 10, x1 - x0, 30), blobs, tuple(reasons)))
+    return PageLayout(1000, 100, 0.0, tuple(layouts))
+
+
+def onehot(label: int, p: float = 0.99) -> np.ndarray:
+    row = np.full(11, (1.0 - p) / 10.0, np.float32)
+    row[label] = p
+    return row
+
+
+def probs(*rows) -> np.ndarray:
+    return np.stack(rows).astype(np.float32)
+
+
+def test_confident_digits_make_an_unflagged_field():
+    layout = page((blob(0), blob(30), blob(60)))
+    fields = read_fields(layout, probs(onehot(4), onehot(0), onehot(7)), FLAGS)
+    assert len(fields) == 1
+    field = fields[0]
+    assert (field.id, field.text, field.flagged, field.reasons) == (1, "407", False, ())
+    assert field.confidence == pytest.approx(math.prod(d.confidence for d in field.digits))
+    assert [d.bbox for d in field.digits] == [b.bbox for b in layout.fields[0].blobs]
+    assert field.bbox == (0, 10, 80, 30)
+
+
+def test_ids_count_from_one_in_reading_order():
+    layout = page((blob(0),), (blob(100),), (blob(200),))
+    fields = read_fields(layout, probs(onehot(1), onehot(2), onehot(3)), FLAGS)
+    assert [(f.id, f.text) for f in fields] == [(1, "1"), (2, "2"), (3, "3")]
+
+
+def test_uncut_reading_wins_unless_clearly_worse():
+    layout = page((blob(0, cuts=(2,)),))
+    # Whole reads as 0 at 0.8; the cut reads 1, 1 at 0.99: not worth a cut.
+    fields = read_fields(layout, probs(onehot(0, 0.8), onehot(1), onehot(1)), FLAGS)
+    assert fields[0].text == "0"
+    assert FORCED_SPLIT not in fields[0].reasons
+    assert LOW_CONFIDENCE in fields[0].reasons
+
+
+def test_cut_reading_wins_when_the_whole_is_rejected():
+    layout = page((blob(0), blob(30, cuts=(2, 3))))
+    rows = probs(onehot(5), onehot(10, 0.9), onehot(2), onehot(7), onehot(2, 0.5), onehot(7, 0.5), onehot(1, 0.5))
+    fields = read_fields(layout, rows, FLAGS)
+    assert fields[0].text == "527"
+    assert fields[0].reasons == (FORCED_SPLIT,)
+    assert len(fields[0].digits) == 3
+
+
+def test_rejected_full_size_blob_is_left_out_and_flagged():
+    layout = page((blob(0), blob(30), blob(60)))
+    fields = read_fields(layout, probs(onehot(3), onehot(10), onehot(8)), FLAGS)
+    assert fields[0].text == "38"
+    assert fields[0].reasons == (NOT_A_DIGIT,)
+    assert fields[0].flagged
+
+
+def test_small_rejected_mark_is_dropped_silently():
+    layout = page((blob(0), blob(30), blob(60, h=8)))
+    fields = read_fields(layout, probs(onehot(3), onehot(8), onehot(10)), FLAGS)
+    assert (fields[0].text, fields[0].reasons) == ("38", ())
+
+
+def test_mostly_rejected_field_is_not_reported():
+    layout = page((blob(0), blob(30), blob(60)), (blob(200),))
+    fields = read_fields(layout, probs(onehot(10), onehot(10), onehot(1), onehot(6)), FLAGS)
+    assert [(f.id, f.text) for f in fields] == [(1, "6")]
+
+
+def test_segmentation_doubts_become_flags():
+    layout = page((blob(0), blob(30)), reasons=(ODD_SIZE,))
+    fields = read_fields(layout, probs(onehot(9), onehot(9)), FLAGS)
+    assert fields[0].reasons == (ODD_SIZE,)
+    assert set(fields[0].reasons) <= set(FLAG_REASONS)
+
+
+def test_low_confidence_follows_the_config():
+    layout = page((blob(0),))
+    rows = probs(onehot(2, 0.85))
+    assert read_fields(layout, rows, FlagConfig(min_digit_confidence=0.9))[0].reasons == (LOW_CONFIDENCE,)
+    assert read_fields(layout, rows, FlagConfig(min_digit_confidence=0.8))[0].reasons == ()
+
+
+def test_empty_page_reads_nothing():
+    layout = PageLayout(10, 10, 0.0, ())
+    assert read_fields(layout, np.zeros((0, 11), np.float32), FLAGS) == ()
+
+
+def test_probabilities_must_match_the_layout():
+    layout = page((blob(0, cuts=(2,)),))
+    assert layout_crops(layout).shape[0] == 3
+    with pytest.raises(ValueError, match="shape"):
+        read_fields(layout, probs(onehot(1), onehot(2)), FLAGS)

@@ -1,0 +1,70 @@
+"""Background flattening, ink threshold, skew and rule removal on hand-made arrays."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline import preprocess
+
+
+def test_darkness_is_zero_on_plain_paper_and_ignores_lighting():
+    cols = np.mgrid[0:200, 0:300][1]
+    paper = (250 - 60 * cols / 300).astype(np.uint8)  # lighting falls off to the right
+    dark = preprocess.darkness(paper, 41)
+    assert dark.shape == paper.shape and dark.dtype == np.uint8
+    assert dark.max() <= 8
+    inked = paper.copy()
+    cv2.line(inked, (20, 100), (280, 100), 0, 3)
+    line = preprocess.darkness(inked, 41)[100, 30:270]
+    assert line.min() > 200  # black on any paper brightness is near full darkness
+
+
+def test_ink_threshold_never_below_floor():
+    dark = np.zeros((50, 50), np.uint8)
+    assert preprocess.ink_threshold(dark, 0.25) == round(0.25 * 255)
+    dark[10:20, 10:20] = 40  # faint texture
+    dark[30:40, 30:40] = 220  # ink
+    level = preprocess.ink_threshold(dark, 0.1)
+    assert 40 <= level < 220
+
+
+def test_skew_is_found_on_ruled_page_and_zero_without_lines():
+    page = np.zeros((400, 600), np.uint8)
+    for y in range(60, 400, 50):
+        cv2.line(page, (40, y), (560, y), 255, 2)
+    matrix = cv2.getRotationMatrix2D((300, 200), 2.5, 1.0)
+    turned = cv2.warpAffine(page, matrix, (600, 400))
+    assert abs(preprocess.estimate_skew(turned, 6.0) - 2.5) <= 0.2
+    assert abs(preprocess.estimate_skew(page, 6.0)) <= 0.1
+    assert preprocess.estimate_skew(np.zeros((100, 100), np.uint8), 6.0) == 0.0
+
+
+def test_rotation_levels_a_turned_page():
+    matrix, shape = preprocess.rotation((400, 600), 3.0)
+    assert shape[0] > 400 and shape[1] > 600  # the whole page fits
+    levelled = preprocess.rotate(np.full((400, 600), 255, np.uint8), matrix, shape)
+    assert levelled.shape == shape
+
+
+def test_rules_are_removed_but_a_crossing_stroke_is_kept():
+    dark = np.zeros((200, 400), np.uint8)
+    cv2.line(dark, (10, 100), (390, 100), 230, 2)  # a rule
+    cv2.line(dark, (196, 72), (204, 128), 230, 5)  # a stroke crossing it, shorter than a rule
+    level = 100
+    lines, rules = preprocess.find_lines(dark, level, 70, 6)
+    assert rules.shape == (1, 4)
+    assert lines[100, 50] == 255 and lines[100, 350] == 255
+    mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+    clean = preprocess.remove_lines(mask, lines, 6)
+    assert clean[100, 50] == 0 and clean[100, 350] == 0
+    assert clean[94:107, 195:206].any(axis=1).all()  # the stroke stays whole across the rule
+    count = cv2.connectedComponents(clean)[0] - 1
+    assert count == 1
+
+
+def test_thick_blocks_are_not_rules():
+    dark = np.zeros((200, 400), np.uint8)
+    dark[50:90, 20:380] = 230  # a filled bar, 40 px thick
+    lines, _ = preprocess.find_lines(dark, 100, 70, 6)
+    assert not lines[60:80, 50:350].any()

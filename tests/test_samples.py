@@ -1,0 +1,61 @@
+"""The sample-page generator, fed a tiny MNIST written by the test."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.samples import write_samples
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """An mnist.npz of drawn digits: 20 per split, labels known."""
+    rng = np.random.default_rng(0)
+
+    def digits(count):
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        images = np.zeros((count, 28, 28), np.uint8)
+        for image, label in zip(images, labels):
+            cv2.putText(image, str(label), (5, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
+        return images, labels
+
+    x_train, y_train = digits(20)
+    x_test, y_test = digits(20)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_pages_and_truth_are_written(tiny_mnist, tmp_path):
+    out = tmp_path / "samples"
+    images = write_samples(tiny_mnist, out, pages=4, seed=3)
+    assert len(images) == 4
+    for image_path in images:
+        assert image_path.suffix in (".png", ".jpg")
+        gray = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+        assert gray is not None and gray.ndim == 2 and gray.dtype == np.uint8
+        truth = json.loads(image_path.with_suffix(".json").read_text())
+        assert truth["image"] == image_path.name
+        assert (truth["height"], truth["width"]) == gray.shape
+        assert truth["fields"]
+        for field in truth["fields"]:
+            assert field["text"].isdigit()
+            x, y, w, h = field["bbox"]
+            assert 0 <= x and 0 <= y and w > 0 and h > 0
+            assert x + w <= truth["width"] and y + h <= truth["height"]
+            # The box holds ink: the field is really drawn there.
+            assert gray[y:y + h, x:x + w].min() < gray.mean() - 60
+
+
+def test_same_seed_same_pages(tiny_mnist, tmp_path):
+    first = write_samples(tiny_mnist, tmp_path / "a", pages=2, seed=7)
+    second = write_samples(tiny_mnist, tmp_path / "b", pages=2, seed=7)
+    other = write_samples(tiny_mnist, tmp_path / "c", pages=2, seed=8)
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes()
+        assert a.with_suffix(".json").read_text() == b.with_suffix(".json").read_text()
+    assert [p.with_suffix(".json").read_text() for p in first] != [p.with_suffix(".json").read_text() for p in other]

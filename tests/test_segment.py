@@ -1,0 +1,247 @@
+"""Segmentation on small synthetic pages whose digits and furniture we draw ourselves."""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import SegmentConfig
+from pipeline.segment import PageLayout, layout_crops, segment_page
+
+CONFIG = SegmentConfig()
+FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
+
+
+def blank(rows: int = 400, cols: int = 600, paper: int = 235) -> np.ndarray:
+    return np.full((rows, cols), paper, np.uint8)
+
+
+def write(page: np.ndarray, text: str, x: int, baseline: int, scale: float = 1.6, thickness: int = 4,
+          spacing: int = 8, tone: int = 40, seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """Draw ``text`` one character at a time, each a little off the baseline and in size
+    as handwriting is (typeset text is dropped); returns each character's ink box (x, y, w, h)."""
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for char in text:
+        layer = np.zeros_like(page)
+        size = scale * rng.uniform(0.85, 1.15)
+        cv2.putText(layer, char, (x, baseline + int(rng.integers(-5, 6))), FONT, size, 255, thickness, cv2.LINE_AA)
+        rows = np.flatnonzero(layer.max(axis=1) > 128)
+        cols = np.flatnonzero(layer.max(axis=0) > 128)
+        boxes.append((int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)))
+        np.minimum(page, np.where(layer > 0, 255 - (255 - tone) * (layer / 255.0), 255).astype(np.uint8), out=page)
+        x = boxes[-1][0] + boxes[-1][2] + spacing
+    return boxes
+
+
+def union(boxes) -> tuple[int, int, int, int]:
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def iou(a, b) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / float(a[2] * a[3] + b[2] * b[3] - w * h)
+
+
+def noisy(page: np.ndarray, seed: int, sigma: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(page + rng.normal(0, sigma, page.shape), 0, 255).astype(np.uint8)
+
+
+def test_plain_number_is_one_field_with_one_blob_per_digit():
+    page = blank()
+    boxes = write(page, "4071", 100, 200)
+    layout = segment_page(noisy(page, 1), CONFIG)
+    assert len(layout.fields) == 1
+    field = layout.fields[0]
+    assert len(field.blobs) == 4
+    assert iou(field.bbox, union(boxes)) > 0.8
+    for blob, box in zip(field.blobs, boxes):
+        assert iou(blob.bbox, box) > 0.6
+
+
+def test_fields_come_in_reading_order():
+    page = blank(500, 700)
+    lower_left = write(page, "12", 60, 380)
+    upper_right = write(page, "345", 400, 150)
+    upper_left = write(page, "67", 60, 160)
+    layout = segment_page(noisy(page, 2), CONFIG)
+    found = [field.bbox for field in layout.fields]
+    assert len(found) == 3
+    expected = [union(upper_left), union(upper_right), union(lower_left)]
+    assert all(iou(a, b) > 0.7 for a, b in zip(found, expected))
+
+
+def test_rule_through_digits_is_removed_without_splitting_them():
+    page = blank()
+    boxes = write(page, "3820", 100, 200)
+    cv2.line(page, (40, 183), (560, 183), 30, 2)  # a table rule across the middle
+    layout = segment_page(noisy(page, 3), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 4
+    assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
+
+
+def test_digits_on_an_underline_are_one_field():
+    page = blank()
+    boxes = write(page, "16059", 100, 200, seed=1)
+    bottom = max(b[1] + b[3] for b in boxes)
+    cv2.line(page, (80, bottom + 1), (420, bottom + 1), 30, 2)
+    layout = segment_page(noisy(page, 31), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 5
+    assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
+
+
+def test_comb_boxes_hold_one_field():
+    page = blank()
+    cell, top, x0 = 58, 130, 80
+    for k in range(7):
+        cv2.rectangle(page, (x0 + k * cell, top), (x0 + (k + 1) * cell, top + 80), 20, 2)
+    boxes = []
+    for k, char in enumerate("902715"):
+        boxes += write(page, char, x0 + k * cell + 12, top + 62)
+    layout = segment_page(noisy(page, 4), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 6
+    assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
+
+
+def test_touching_pair_gets_a_cut_hypothesis():
+    page = blank()
+    write(page, "1", 100, 200)
+    write(page, "00", 150, 200, spacing=-6)  # two zeros joined by ink
+    layout = segment_page(noisy(page, 5), CONFIG)
+    assert len(layout.fields) == 1
+    blobs = layout.fields[0].blobs
+    assert len(blobs) == 2
+    wide = blobs[1]
+    assert len(wide.readings[0]) == 1
+    assert any(len(reading) == 2 for reading in wide.readings[1:])
+
+
+def test_broken_five_is_one_candidate():
+    page = blank()
+    boxes = write(page, "5", 100, 200, scale=2.2, thickness=5)
+    x, y, w, h = boxes[0]
+    page[y + int(0.22 * h): y + int(0.32 * h), x:x + w] = 235  # cut the top bar off
+    pieces = cv2.connectedComponents((page < 128).astype(np.uint8))[0] - 1
+    assert pieces >= 2  # the drawing really is broken
+    write(page, "7", x + w + 10, 200, scale=2.2, thickness=5)
+    layout = segment_page(noisy(page, 6), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 2
+    assert iou(layout.fields[0].blobs[0].bbox, boxes[0]) > 0.7
+
+
+def test_rotated_page_boxes_are_in_original_coordinates():
+    page = blank(700, 900)
+    for row in range(4):
+        cv2.line(page, (60, 150 + row * 140), (840, 150 + row * 140), 30, 2)
+    truth = [union(write(page, "58213", 200, 140)), union(write(page, "9047", 300, 420))]
+    matrix = cv2.getRotationMatrix2D((450, 350), 3.0, 1.0)
+    rotated = cv2.warpAffine(page, matrix, (900, 700), flags=cv2.INTER_LINEAR, borderValue=235)
+    moved = []
+    for x, y, w, h in truth:
+        corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], float) @ matrix.T
+        (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+        moved.append((x0, y0, x1 - x0, y1 - y0))
+    layout = segment_page(noisy(rotated, 7), CONFIG)
+    assert abs(layout.skew_degrees - 3.0) < 0.5
+    assert len(layout.fields) == 2
+    assert [len(f.blobs) for f in layout.fields] == [5, 4]
+    for field, expected in zip(layout.fields, moved):
+        assert iou(field.bbox, expected) > 0.7
+
+
+def test_specks_do_not_make_fields():
+    rng = np.random.default_rng(8)
+    page = blank()
+    write(page, "64", 250, 220)
+    for _ in range(150):
+        cv2.circle(page, (int(rng.integers(600)), int(rng.integers(400))), int(rng.integers(1, 3)), 60, -1)
+    layout = segment_page(noisy(page, 8), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 2
+
+
+def test_printed_sentence_is_not_a_digit_field():
+    page = blank(300, 900)
+    cv2.putText(page, "Please write the amount below", (40, 80), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 30, 2, cv2.LINE_AA)
+    boxes = write(page, "250", 300, 220)
+    layout = segment_page(noisy(page, 9), CONFIG)
+    assert len(layout.fields) == 1
+    assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
+
+
+def test_cut_out_amount_is_one_field_without_punctuation():
+    page = blank(70, 260, paper=190)
+    rng = np.random.default_rng(10)
+    texture = (8 * np.sin(np.arange(260)[None, :] / 3.0 + np.arange(70)[:, None] / 5.0)).astype(np.int16)
+    page = np.clip(page.astype(np.int16) + texture, 0, 255).astype(np.uint8)
+    first = write(page, "1", 10, 55, scale=1.4)
+    cv2.circle(page, (first[0][0] + first[0][2] + 8, 52), 3, 40, -1)  # thousands dot
+    rest = write(page, "500", first[0][0] + first[0][2] + 20, 55, scale=1.4)
+    cv2.line(page, (rest[-1][0] + rest[-1][2] + 8, 40), (rest[-1][0] + rest[-1][2] + 22, 40), 40, 3)  # dash
+    layout = segment_page(np.clip(page + rng.normal(0, 2, page.shape), 0, 255).astype(np.uint8), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 4
+
+
+@pytest.mark.parametrize("page", [
+    np.full((300, 400), 240, np.uint8),
+    np.zeros((300, 400), np.uint8),
+    np.full((1, 1), 128, np.uint8),
+    np.zeros((0, 0), np.uint8),
+    np.random.default_rng(11).integers(0, 256, (64, 64)).astype(np.uint8),
+])
+def test_degenerate_pages_give_an_explicit_answer(page):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layout = segment_page(page, CONFIG)
+    assert isinstance(layout, PageLayout)
+    assert (layout.height, layout.width) == page.shape
+    if page.size <= 1 or page.min() == page.max():
+        assert layout.fields == ()
+    assert layout_crops(layout).shape[1:] == (28, 28)
+
+
+def test_non_2d_input_is_refused():
+    with pytest.raises(ValueError, match="2-D"):
+        segment_page(np.zeros((10, 10, 3), np.uint8), CONFIG)
+
+
+def test_layout_crops_follow_fields_blobs_readings():
+    page = blank()
+    write(page, "1", 100, 200)
+    write(page, "00", 150, 200, spacing=-6)
+    layout = segment_page(noisy(page, 12), CONFIG)
+    crops = layout_crops(layout)
+    candidates = [c for f in layout.fields for b in f.blobs for r in b.readings for c in r]
+    assert crops.shape == (len(candidates), 28, 28)
+    assert crops.dtype == np.float32
+    assert all(np.array_equal(crop, c.crop) for crop, c in zip(crops, candidates))
+    assert 0.0 <= crops.min() and crops.max() <= 1.0
+    assert layout_crops(PageLayout(10, 10, 0.0, ())).shape == (0, 28, 28)
+
+
+def test_segmentation_is_deterministic_and_leaves_input_alone():
+    page = blank()
+    write(page, "739", 120, 220)
+    page = noisy(page, 13)
+    before = page.copy()
+    first = segment_page(page, CONFIG)
+    second = segment_page(page, CONFIG)
+    assert np.array_equal(page, before)
+    assert [f.bbox for f in first.fields] == [f.bbox for f in second.fields]
+    assert np.array_equal(layout_crops(first), layout_crops(second))
