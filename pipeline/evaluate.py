@@ -212,3 +212,44 @@ def evaluate_amounts(orand_dir: Path, classifier, config: Config) -> dict:
         "unflagged_share": _share(unflagged, total),
         "unflagged_error_rate": _share(unflagged_wrong, unflagged),
     }
+
+
+def reflag(report: dict, threshold: float) -> dict:
+    """The report as it would be with ``min_digit_confidence = threshold``.
+
+    ``low_confidence`` is re-derived from the digits' confidences; every other reason stays.
+    """
+    documents = []
+    for document in report.get("documents", []):
+        pages = []
+        for page in document.get("pages") or []:
+            fields = []
+            for field in page["fields"]:
+                reasons = [r for r in field["reasons"] if r != "low_confidence"]
+                if any(digit["confidence"] < threshold for digit in field["digits"]):
+                    reasons.append("low_confidence")
+                fields.append({**field, "reasons": reasons, "flagged": bool(reasons)})
+            pages.append({**page, "fields": fields})
+        documents.append({**document, "pages": pages})
+    return {**report, "documents": documents}
+
+
+def threshold_sweep(report: dict, truth_dir: Path, thresholds) -> list[dict]:
+    """Flag figures for each candidate ``min_digit_confidence``: how to choose the default."""
+    rows = []
+    for threshold in thresholds:
+        metrics = evaluate_report(reflag(report, threshold), truth_dir)
+        rows.append({"threshold": threshold, "flagged_share": metrics["flagged_share"],
+                     "wrong_flagged_share": metrics["wrong_flagged_share"],
+                     "unflagged_error_rate": metrics["unflagged_error_rate"]})
+    return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    lines = ["| min_digit_confidence | Fields flagged | Wrong fields flagged | Error among unflagged |",
+             "|---|---|---|---|"]
+    for row in rows:
+        cells = [f"{row[key]:.1%}" if row[key] is not None else "n/a"
+                 for key in ("flagged_share", "wrong_flagged_share", "unflagged_error_rate")]
+        lines.append(f"| {row['threshold']:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

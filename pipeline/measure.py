@@ -29,6 +29,8 @@ JUNK_SEED = 20261124
 # Least darkness (share of the paper's brightness) that counts as pen ink on a cheque:
 # the security print sits below it, ballpoint strokes well above.
 CHEQUE_INK_FLOOR = 0.12
+# Candidate review thresholds printed by `make eval`, to choose flags.min_digit_confidence.
+SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 
 def cheque_ink(gray: np.ndarray) -> np.ndarray:
@@ -150,7 +152,7 @@ def run_evaluation(config, mnist_source, real_dir: Path | None, pages_dir: Path 
     from pipeline.batch import RunOptions, run_batch
     from pipeline.classify import load_classifier
     from pipeline.data import load_mnist
-    from pipeline.evaluate import evaluate_amounts, evaluate_report, format_markdown
+    from pipeline.evaluate import evaluate_amounts, evaluate_report, format_markdown, format_sweep, threshold_sweep
 
     classifier = load_classifier(config.classify.model, config.classify.batch_size)
     real_dir = Path(real_dir) if real_dir is not None and Path(real_dir).is_dir() else None
@@ -163,5 +165,7 @@ def run_evaluation(config, mnist_source, real_dir: Path | None, pages_dir: Path 
             run_batch(Path(pages_dir), Path(scratch), config, RunOptions(force=True),
                       load_model=lambda path: classifier)
             report = json.loads((Path(scratch) / "report.json").read_text(encoding="utf-8"))
-        sections += [f"\n## Pages ({pages_dir})\n", format_markdown(evaluate_report(report, Path(pages_dir)))]
+        sections += [f"\n## Pages ({pages_dir})\n", format_markdown(evaluate_report(report, Path(pages_dir))),
+                     "\n### Review flags by threshold (same pages)\n",
+                     format_sweep(threshold_sweep(report, Path(pages_dir), SWEEP_THRESHOLDS))]
     return "".join(sections)

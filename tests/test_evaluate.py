@@ -14,7 +14,10 @@ from pipeline.evaluate import (
     evaluate_amounts,
     evaluate_report,
     format_markdown,
+    format_sweep,
     match_fields,
+    reflag,
+    threshold_sweep,
 )
 
 
@@ -126,3 +129,20 @@ def test_amounts_are_read_joined_and_scored(tmp_path):
     assert metrics["exact_match"] == pytest.approx(2 / 3)
     assert metrics["unflagged_share"] == 1.0
     assert metrics["unflagged_error_rate"] == pytest.approx(1 / 3)
+
+
+def test_threshold_sweep_re_derives_low_confidence_flags(truth_dir):
+    def with_digits(text, bbox, confidences, reasons=()):
+        return {**field(text, bbox), "reasons": list(reasons), "flagged": bool(reasons),
+                "digits": [{"label": c, "confidence": p, "bbox": bbox} for c, p in zip(text, confidences)]}
+
+    wrong = with_digits("0457", [10, 10, 100, 30], [0.99, 0.99, 0.99, 0.6], ["low_confidence"])
+    right = with_digits("77", [10, 100, 50, 30], [0.97, 0.99])
+    split = with_digits("123", [200, 50, 80, 30], [0.999, 0.999, 0.999], ["forced_split"])
+    original = report(document("a.png", [wrong, right]), document("b.png", [split]))
+    loose, strict = threshold_sweep(original, truth_dir, (0.5, 0.98))
+    assert loose["flagged_share"] == pytest.approx(1 / 3) and loose["wrong_flagged_share"] == 0.0
+    assert strict["flagged_share"] == 1.0 and strict["wrong_flagged_share"] == 1.0
+    assert reflag(original, 0.5)["documents"][1]["pages"][0]["fields"][0]["reasons"] == ["forced_split"]
+    assert original["documents"][0]["pages"][0]["fields"][0]["flagged"] is True
+    assert "| 0.98 | 100.0% | 100.0% | n/a |" in format_sweep([strict])
