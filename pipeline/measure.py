@@ -69,6 +69,15 @@ def measure_junk(classifier, mnist: Mnist) -> dict:
     return {"samples": JUNK_SAMPLES, "rejected": round(float((predicted == REJECT_CLASS).mean()), 4)}
 
 
+def _paper_removed(image: np.ndarray) -> np.ndarray:
+    """Dark-on-light (M, N) uint8 -> ink darkness above the paper (the border's median).
+
+    CVL's paper is not white (median 246, down to 232): left in, it would count as ink.
+    """
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
+    return np.clip(float(np.median(border)) - image.astype(np.float32), 0.0, None)
+
+
 def load_cvl(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """CVL digits (dark ink on light) -> MNIST-polarity crops and labels."""
     try:
@@ -76,7 +85,7 @@ def load_cvl(path: Path) -> tuple[np.ndarray, np.ndarray]:
             images, labels = npz["images"], npz["labels"]
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a CVL digits file with 'images' and 'labels' ({exc})") from None
-    crops = np.stack([normalize_digit(255.0 - image.astype(np.float32)) for image in images])
+    crops = np.stack([normalize_digit(_paper_removed(image)) for image in images])
     return crops, labels.astype(np.int64)
 
 
