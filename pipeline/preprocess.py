@@ -19,14 +19,17 @@ import numpy as np
 ESTIMATE_SIDE = 600
 # Gaps up to this many pixels inside a thin ruled line are bridged before it is measured.
 RULE_GAP = 5
-# Darkness (share of the paper's brightness) that is ink whatever the page: red ballpoint
-# scans at ~0.45, security print stays well under.
-INK_CERTAIN = 0.4
+# Darkness (share of the paper's brightness) that is ink whatever the page: pale grey or
+# red ballpoint scans at ~0.4 with blurred edges lower, security print stays under 0.2.
+# 0.4 lost pale strokes on generated forms; 0.3 let scan noise into real cheque amounts.
+INK_CERTAIN = 0.35
 # Rules are searched on the page shrunk by this factor (they are long and simple).
 LINE_FACTOR = 2
 # A rule counts where its blurred darkness reaches this share of the ink level: thin
 # rules fade when blurred and shrunk, and noise breaks them into dashes.
 RULE_FAINT = 0.75
+# Rows (on the shrunk page) between a comb wall's end and its rule: blur and antialiasing only.
+WALL_REACH = 1
 # Pixels beside a found rule also belong to it (antialiasing, residual skew).
 RULE_EDGE = 2
 # The best angle must sharpen the row profile by this factor over the page as it is:
@@ -177,7 +180,9 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
     if count > 1:
         # Comb walls: vertical runs at least a third of a rule's length, ending on horizontal rules.
         ticks = runs((1, max(3, length // 3)), (1, gap)) & ~vertical
-        near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * thick + 1)))
+        # A wall touches both rules; a digit's stroke that only comes close to them does not
+        # (digits in comb cells often fill the cell to within a few pixels of its top rule).
+        near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
         count, labels, stats, _ = cv2.connectedComponentsWithStats(ticks, connectivity=8)
         keep = np.zeros(count, bool)
         for index in range(1, count):

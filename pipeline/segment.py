@@ -46,13 +46,18 @@ RULE_GAP = 1.6
 ROW_OVERLAP = 0.5
 # ... and when their heights differ by less than this factor.
 HEIGHT_RATIO = 2.0
+# A short piece lies within a taller one's rows if it sticks out by at most this share of
+# the taller one's height (a broken digit's piece beside whole digits).
+PIECE_SLACK = 0.1
 # Pieces overlapping by this share of the narrower one's width are parts of one digit
 # (a broken 5 or 4), if together they are no taller than MERGED_HEIGHT digit heights.
-MERGE_OVERLAP = 0.5
+MERGE_OVERLAP = 0.25
 MERGED_HEIGHT = 1.4
 # Printed text: at least this share of pieces share one baseline, and there are at most
 # this share as many distinct heights as pieces (descenders and punctuation disagree).
 PRINTED_SHARE = 0.6
+# ... and at least this many pieces on that baseline.
+PRINTED_MIN = 3
 # Small digits (trailing zeros written small) keep at least this share of the field's
 # digit height in both directions; punctuation is thinner or flatter.
 SMALL_DIGIT = 0.28
@@ -150,7 +155,9 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float) -> np.ndarray
     space = np.maximum(x, x[:, None]) - np.minimum(x + w, (x + w)[:, None])
     mean_height = (h + h[:, None]) / 2.0
     same_rule = (rule_of[:, None] == rule_of[None, :]) & (rule_of[:, None] >= 0)
-    linked = (overlap >= ROW_OVERLAP * shorter) & (taller <= HEIGHT_RATIO * shorter)
+    # A piece of a broken digit is short, but lies within the rows of the digits beside it.
+    inside = overlap >= shorter - PIECE_SLACK * taller
+    linked = (overlap >= ROW_OVERLAP * shorter) & ((taller <= HEIGHT_RATIO * shorter) | inside)
     linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * mean_height))
     pairs_i, pairs_j = np.nonzero(np.triu(linked, 1))
     return _union_find(x.size, pairs_i, pairs_j)
@@ -255,7 +262,9 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
     on_baseline = np.abs(bottoms - np.median(bottoms)) <= config.printed_tolerance
     heights = np.sort(boxes[:, 3].astype(np.float64))
     distinct = 1 + int((np.diff(heights) > config.printed_tolerance).sum())
-    return bool(on_baseline.mean() >= PRINTED_SHARE and distinct <= max(2.0, PRINTED_SHARE * count))
+    # Two handwritten digits of one height on one baseline happen by chance; three do not.
+    agree = on_baseline.mean() >= PRINTED_SHARE and on_baseline.sum() >= PRINTED_MIN
+    return bool(agree and distinct <= max(2.0, PRINTED_SHARE * count))
 
 
 def _cut_columns(profile: np.ndarray, windows: list[tuple[float, float]]) -> list[int] | None:

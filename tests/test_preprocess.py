@@ -68,3 +68,23 @@ def test_thick_blocks_are_not_rules():
     dark[50:90, 20:380] = 230  # a filled bar, 40 px thick
     lines, _ = preprocess.find_lines(dark, 100, 70, 6)
     assert not lines[60:80, 50:350].any()
+
+
+def test_ink_threshold_keeps_pale_ink_beside_black_print():
+    dark = np.zeros((60, 60), np.uint8)
+    dark[10:20, 10:40] = 240  # black print
+    dark[30:40, 10:40] = 95  # pale grey ballpoint, ~0.37 of the paper
+    level = preprocess.ink_threshold(dark, 0.25)
+    assert level < 95
+
+
+def test_digit_stroke_near_both_comb_rules_is_not_a_wall():
+    dark = np.zeros((200, 400), np.uint8)
+    cv2.line(dark, (20, 60), (380, 60), 230, 2)  # comb top rule
+    cv2.line(dark, (20, 140), (380, 140), 230, 2)  # comb bottom rule
+    for x in range(20, 381, 60):
+        cv2.line(dark, (x, 60), (x, 140), 230, 2)  # walls touch both rules
+    cv2.line(dark, (110, 71), (110, 129), 230, 3)  # a "1" filling its cell, touching neither
+    lines, _ = preprocess.find_lines(dark, 100, 70, 6)
+    assert lines[100, 80] == 255  # a wall is a line
+    assert not lines[75:125, 108:113].any()  # the digit is not

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import PageLayout, layout_crops, segment_page
+from pipeline.segment import PageLayout, _link_rows, layout_crops, segment_page
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -245,3 +245,13 @@ def test_segmentation_is_deterministic_and_leaves_input_alone():
     assert np.array_equal(page, before)
     assert [f.bbox for f in first.fields] == [f.bbox for f in second.fields]
     assert np.array_equal(layout_crops(first), layout_crops(second))
+
+
+
+def test_short_piece_within_its_neighbours_rows_links_to_them():
+    # Two 60-px digits and, between them, a 22-px piece of a broken digit lying inside their
+    # rows; far to the right, a lone 22-px mark level with the digits' tops.
+    boxes = np.array([[100, 100, 40, 60], [150, 120, 8, 22], [170, 100, 40, 60], [400, 90, 20, 22]])
+    labels = _link_rows(boxes, np.full(4, -1), 1.5)
+    assert labels[0] == labels[1] == labels[2]
+    assert labels[3] != labels[0]
