@@ -54,7 +54,7 @@ class TrainSettings:
 
 
 def build_model(dropout: float):
-    """~110k-parameter CNN: 28×28×1 -> 11 logits (10 digits + not-a-digit)."""
+    """~108k-parameter CNN: 28×28×1 -> 11 logits (10 digits + not-a-digit)."""
     import keras
     from keras import layers
 
