@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.augment import make_non_digits
 from pipeline.classify import REJECT_CLASS
+from pipeline.config import SegmentConfig
 from pipeline.data import Mnist
 from pipeline.errors import DataError
 from pipeline.normalize import normalize_digit
@@ -26,20 +27,18 @@ ORAND_DIR = "orand-car-a-train"
 # Non-digits measured for the reject rate; made from test digits with a fixed seed.
 JUNK_SAMPLES = 3000
 JUNK_SEED = 20261124
-# Least darkness (share of the paper's brightness) that counts as pen ink on a cheque:
-# the security print sits below it, ballpoint strokes well above.
-CHEQUE_INK_FLOOR = 0.12
 # Candidate review thresholds printed by `make eval`, to choose flags.min_digit_confidence.
 SWEEP_THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 
-def cheque_ink(gray: np.ndarray) -> np.ndarray:
-    """(M, N) uint8 cheque image -> ink darkness with the security-print background at 0.
+def cheque_ink(gray: np.ndarray, config: SegmentConfig = SegmentConfig()) -> np.ndarray:
+    """(M, N) uint8 cheque image -> ink darkness, security print and paper at 0.
 
-    The background window spans a third of the image height: wider than any stroke.
+    The same background flattening and ink threshold that ``segment_page`` applies, so the
+    digit figures measure the classifier on the ink the pipeline would hand it.
     """
-    dark = darkness(gray, max(15, gray.shape[0] // 3))
-    return np.where(dark >= ink_threshold(dark, CHEQUE_INK_FLOOR), dark, 0).astype(np.float32)
+    dark = darkness(gray, config.background_window)
+    return np.where(dark > ink_threshold(dark, config.min_ink_darkness), dark, 0).astype(np.float32)
 
 
 def _scores(probs: np.ndarray, labels: np.ndarray) -> dict:
