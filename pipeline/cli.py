@@ -157,7 +157,7 @@ def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> 
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("samples"),
               show_default=True)
 @click.option("--pages", type=click.IntRange(min=1), default=12, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=int, default=2024, show_default=True)
 def samples(mnist, output, pages, seed) -> int:
     """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits)."""
     from pipeline.samples import write_samples

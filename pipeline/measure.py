@@ -142,12 +142,13 @@ def measure_model(classifier, mnist: Mnist, real_dir: Path | None) -> dict:
 
 
 def _digit_table(results: dict) -> str:
-    names = {"mnist_test": "MNIST test (10,000)", "cvl_valid": "CVL valid, real writers (7,000)",
+    names = {"mnist_test": "MNIST test", "cvl_valid": "CVL valid, real writers",
              "cheque_digits": "ORAND-CAR cheque digits (cut by truth boxes)"}
     lines = ["| Digit set | Accuracy | Rejected as non-digit |", "|---|---|---|"]
     for key, name in names.items():
         if key in results:
-            lines.append(f"| {name} | {results[key]['accuracy']:.2%} | {results[key]['rejected']:.2%} |")
+            row = results[key]
+            lines.append(f"| {name} ({row['samples']:,}) | {row['accuracy']:.2%} | {row['rejected']:.2%} |")
     junk = results["synthetic_junk"]
     lines.append(f"| Synthetic non-digits ({junk['samples']:,}) | rejected {junk['rejected']:.2%} | |")
     return "\n".join(lines) + "\n"

@@ -223,3 +223,17 @@ def test_end_to_end_with_the_shipped_model(tmp_path):
     data = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert data["run"]["model"]["sha256"] and data["run"]["counts"]["fields"] > 0
     assert all(d["status"] == "ok" for d in data["documents"])
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model at models/digits.keras; run `make train`")
+def test_samples_then_eval_scores_the_generated_pages(tmp_path, tiny_mnist):
+    pages = tmp_path / "pages"
+    assert main(["samples", "--mnist", str(tiny_mnist), "--output", str(pages), "--pages", "2"]) == ExitCode.ok
+    assert len(list(pages.glob("*.json"))) == 2
+    report = tmp_path / "eval.md"
+    code = main(["eval", "--mnist", str(tiny_mnist), "--real", str(tmp_path / "absent"), "--pages", str(pages),
+                 "--report", str(report), "--quiet"])
+    assert code == ExitCode.ok
+    text = report.read_text(encoding="utf-8")
+    assert "| MNIST test (20) |" in text and "| Pages | 2 |" in text
+    assert "### Review flags by threshold" in text and "Cheque amounts" not in text

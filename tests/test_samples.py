@@ -6,28 +6,8 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 
 from pipeline.samples import write_samples
-
-
-@pytest.fixture
-def tiny_mnist(tmp_path):
-    """An mnist.npz of drawn digits: 20 per split, labels known."""
-    rng = np.random.default_rng(0)
-
-    def digits(count):
-        labels = rng.integers(0, 10, count).astype(np.uint8)
-        images = np.zeros((count, 28, 28), np.uint8)
-        for image, label in zip(images, labels):
-            cv2.putText(image, str(label), (5, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2)
-        return images, labels
-
-    x_train, y_train = digits(20)
-    x_test, y_test = digits(20)
-    path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
 
 
 def test_pages_and_truth_are_written(tiny_mnist, tmp_path):
