@@ -6,9 +6,11 @@ classifier (the CLI, the batch loop) stay fast to import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,25 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null while TensorFlow's C++ side starts.
+
+    TensorFlow 2.21 logs "oneDNN custom operations are on" from C++ before its log level
+    applies, so TF_CPP_MIN_LOG_LEVEL cannot hide it; under cron it would mail every night.
+    Python exceptions are unaffected: they are raised after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class DigitClassifier:
     """The model, loaded once per run, with its calibration temperature."""
 
@@ -86,8 +107,9 @@ class DigitClassifier:
         self.sha256 = self.card["file"]["sha256"]
         self.temperature = float(self.card["calibration"]["temperature"])
         self.batch_size = batch_size
-        import keras
-        import tensorflow as tf
+        with _native_stderr_silenced():
+            import keras
+            import tensorflow as tf
 
         try:
             # safe_mode refuses Lambda layers and other arbitrary code in the file.
