@@ -25,6 +25,16 @@ CORE_PERCENTILE = 60
 STROKE_BAND = (1.9, 4.8)
 
 
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) by partial sort: >10× faster on
+    the few hundred values of one digit, and this runs for every candidate on a page."""
+    position = q / 100.0 * (values.size - 1)
+    low = int(position)
+    high = min(low + 1, values.size - 1)
+    part = np.partition(values, (low, high))
+    return float(part[low] + (part[high] - part[low]) * (position - low))
+
+
 def _tight_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     """(row0, row1, col0, col1) of the pixels above INK_FLOOR, or None when empty."""
     rows = np.flatnonzero((ink > INK_FLOOR).any(axis=1))
@@ -93,7 +103,8 @@ def normalize_digit(ink: np.ndarray, adjust_stroke: bool = True) -> np.ndarray:
         return out
     ink = np.clip(ink / peak, 0.0, 1.0)
     # Saturate the stroke cores as MNIST's are: faint pens and gray scans look alike then.
-    core = float(np.percentile(ink[ink > INK_FLOOR], CORE_PERCENTILE)) if (ink > INK_FLOOR).any() else 1.0
+    inked = ink[ink > INK_FLOOR]
+    core = _percentile(inked, CORE_PERCENTILE) if inked.size else 1.0
     ink = np.clip(ink / max(core, INK_FLOOR), 0.0, 1.0)
     box = _tight_box(ink)
     if box is None:

@@ -69,3 +69,13 @@ def test_input_is_not_mutated_and_must_be_2d():
     np.testing.assert_array_equal(ink, before)
     with pytest.raises(ValueError, match="2-D"):
         normalize_digit(np.zeros((3, 3, 3)))
+
+
+def test_percentile_matches_numpy():
+    from pipeline.normalize import _percentile
+
+    rng = np.random.default_rng(4)
+    for size in (1, 2, 3, 10, 301):
+        values = rng.random(size).astype(np.float32)
+        for q in (0, 37.5, 60, 100):
+            assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-6)
