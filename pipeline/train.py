@@ -84,16 +84,18 @@ def _augment_pool(images: np.ndarray, labels: np.ndarray, copies: int, rng: np.r
                      for _ in range(copies)])
 
 
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean -log p(label) under ``softmax(logits / temperature)``."""
+    probs = softmax(logits, temperature)
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature minimizing the negative log-likelihood of ``labels`` (grid, then refine)."""
-    def nll(temperature: float) -> float:
-        probs = softmax(logits, temperature)
-        return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
-
     grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
-    best = float(grid[np.argmin([nll(t) for t in grid])])
+    best = float(grid[np.argmin([negative_log_likelihood(logits, labels, t) for t in grid])])
     fine = np.linspace(best * 0.9, best * 1.1, 41)
-    return float(fine[np.argmin([nll(t) for t in fine])])
+    return float(fine[np.argmin([negative_log_likelihood(logits, labels, t) for t in fine])])
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -171,9 +173,8 @@ def train_model(mnist: Mnist, settings: TrainSettings, limit: int | None = None,
     validation = {
         "samples": int(len(y_val)),
         "accuracy": float((val_logits.argmax(1) == y_val).mean()),
-        "nll_before": float(-np.log(np.clip(softmax(val_logits)[np.arange(len(y_val)), y_val], 1e-12, 1)).mean()),
-        "nll_after": float(-np.log(np.clip(softmax(val_logits, temperature)[np.arange(len(y_val)), y_val],
-                                           1e-12, 1)).mean()),
+        "nll_before": negative_log_likelihood(val_logits, y_val),
+        "nll_after": negative_log_likelihood(val_logits, y_val, temperature),
         "ece_before": expected_calibration_error(softmax(val_logits), y_val),
         "ece_after": expected_calibration_error(softmax(val_logits, temperature), y_val),
     }
