@@ -10,6 +10,7 @@ darkness that one global threshold can drop while keeping pen strokes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -32,6 +33,9 @@ RULE_FAINT = 0.75
 WALL_REACH = 1
 # Pixels beside a found rule also belong to it (antialiasing, residual skew).
 RULE_EDGE = 2
+# A horizontal run shorter than the tallest digit is a rule only when it is at least this
+# many times as long as the ink it lies in is tall: a 4's or 7's bar is shorter than its digit.
+RULE_ASPECT = 1.2
 # The best angle must sharpen the row profile by this factor over the page as it is:
 # rules and text lines do it by far more, a handful of digits by chance only.
 SKEW_GAIN = 1.1
@@ -139,28 +143,39 @@ def rotate(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.
     return cv2.warpAffine(image, matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class RuledLines:
+    """A page's ruled lines, as masks of the ink pixels that belong to them."""
+
+    horizontal: np.ndarray  # (M, N) uint8, 255 on horizontal rules
+    vertical: np.ndarray  # (M, N) uint8, 255 on vertical rules and comb walls
+    rules: np.ndarray  # (R, 4) int64: (x, y, w, h) of each horizontal rule
+
+
+def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int,
+               tallest_digit: int) -> RuledLines:
     """Ruled lines of a page.
 
     ``dark`` is the (M, N) uint8 darkness and ``level`` its ink threshold. Rules are
-    horizontal and vertical runs at least ``min_length`` long, found by a grey opening
-    with long kernels after a short blur along the run, so a thin rule that noise breaks
-    into dashes still counts (at half the ink level); plus short vertical ticks that join
-    two horizontal rules (comb box walls). Runs thicker than ``max_thickness`` are strokes
-    or blocks, not rules. Rules are large: they are searched at half resolution.
+    straight runs found by a grey opening with long kernels after a short blur along the
+    run, so a thin rule that noise breaks into dashes still counts (at half the ink level).
+    Runs thicker than ``max_thickness`` are strokes or blocks, not rules. A digit's own
+    strokes can be as long as a short rule (a 4's bar, a tall 1), so:
 
-    Returns
-    -------
-    lines : (M, N) uint8
-        255 on the ink pixels that belong to a rule.
-    rules : (R, 4) int64
-        (x, y, w, h) of each horizontal rule, in pixels of ``dark``.
+    - a vertical run is a rule when it is longer than ``tallest_digit``, or when it is a
+      wall joining two horizontal rules (comb boxes, table cells);
+    - a horizontal run is a rule when it is longer than ``tallest_digit``, or at least
+      ``min_length`` and wider than the ink it lies in is tall (RULE_ASPECT): a bar
+      inside a digit is shorter than the digit is tall, an underline is not.
+
+    Rules are large: they are searched at half resolution.
     """
     mask = np.where(dark > level, np.uint8(255), np.uint8(0))
     rows, cols = dark.shape
     factor = LINE_FACTOR if min(rows, cols) >= 4 * LINE_FACTOR * min_length else 1
     small = cv2.resize(dark, (max(1, cols // factor), max(1, rows // factor)), interpolation=cv2.INTER_AREA)
     length = max(3, min_length // factor)
+    long_length = max(length, tallest_digit // factor)
     thick = max(1, max_thickness // factor) + 1
     gap = max(2, RULE_GAP // factor)
     faint = max(1, int(level * RULE_FAINT / factor))  # shrinking spreads a thin rule over twice the width
@@ -170,50 +185,107 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
         return np.where(opened > faint, np.uint8(255), np.uint8(0))
 
     horizontal = runs((length, 1), (gap, 1))
-    vertical = runs((1, length), (1, gap))
+    vertical = _taller_than(runs((1, length), (1, gap)), long_length)
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
     vertical &= ~cv2.morphologyEx(vertical, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick, 1)))
-    lines = horizontal | vertical
-    count, _, stats, _ = cv2.connectedComponentsWithStats(horizontal, connectivity=8)
-    rules = stats[1:, :4].astype(np.int64) * factor
-    if count > 1:
-        # Comb walls: vertical runs at least a third of a rule's length, ending on horizontal rules.
-        ticks = runs((1, max(3, length // 3)), (1, gap)) & ~vertical
-        # A wall touches both rules; a digit's stroke that only comes close to them does not
-        # (digits in comb cells often fill the cell to within a few pixels of its top rule).
-        near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(ticks, connectivity=8)
-        keep = np.zeros(count, bool)
-        for index in range(1, count):
-            x, y, w, h, _ = stats[index]
-            if w <= thick + 1 and near[y, x:x + w].any() and near[y + h - 1, x:x + w].any():
-                keep[index] = True
-        if keep.any():
-            lines |= np.where(keep[labels], np.uint8(255), np.uint8(0))
+    horizontal, rules = _rules(horizontal, (small > faint) & (vertical == 0), long_length)
+    if rules.shape[0]:
+        vertical |= _comb_walls(runs((1, max(3, length // 3)), (1, gap)) & ~vertical, horizontal, thick)
+    # A rule a hair off level or antialiased loses its edge pixels to the opening: the ink
+    # within RULE_EDGE pixels of it belongs to it too (grown on the small page, for speed).
+    grow = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * max(1, RULE_EDGE // factor) + 1,) * 2)
+    horizontal, vertical = cv2.dilate(horizontal, grow), cv2.dilate(vertical, grow)
     if factor > 1:
-        lines = cv2.resize(lines, (cols, rows), interpolation=cv2.INTER_NEAREST)
-    return _with_edges(lines, mask), rules
+        horizontal = cv2.resize(horizontal, (cols, rows), interpolation=cv2.INTER_NEAREST)
+        vertical = cv2.resize(vertical, (cols, rows), interpolation=cv2.INTER_NEAREST)
+    return RuledLines(horizontal & mask, vertical & mask, rules * factor)
 
 
-def _with_edges(lines: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A rule a hair off level or antialiased loses its edge pixels to the opening: take
-    the ink within RULE_EDGE pixels of it too."""
-    grow = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * RULE_EDGE + 1, 2 * RULE_EDGE + 1))
-    return cv2.dilate(lines, grow) & mask
+def _taller_than(mask: np.ndarray, height: int) -> np.ndarray:
+    """The connected components of ``mask`` at least ``height`` rows tall."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[:, 3] >= height
+    keep[0] = False
+    return np.where(keep[labels], np.uint8(255), np.uint8(0))
 
 
-def remove_lines(mask: np.ndarray, lines: np.ndarray, max_thickness: int) -> np.ndarray:
-    """``mask`` without ``lines``, ink restored where a stroke crosses a line.
+def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``horizontal`` runs that are rules, and their (R, 4) (x, y, w, h) boxes.
+
+    Runs shorter than ``long_length`` must be at least RULE_ASPECT times as long as the
+    tallest ``ink`` component they touch is tall; shorter ones are bars of digits.
+    """
+    count, runs_of, stats, _ = cv2.connectedComponentsWithStats(horizontal, connectivity=8)
+    keep = np.ones(count, bool)
+    keep[0] = False
+    short = np.flatnonzero(stats[1:, 2] < long_length) + 1
+    if short.size:
+        _, ink_of, ink_stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+        on = (runs_of > 0) & (ink_of > 0)
+        tallest = np.zeros(count, np.int64)
+        np.maximum.at(tallest, runs_of[on], ink_stats[ink_of[on], 3])
+        keep[short[stats[short, 2] < RULE_ASPECT * tallest[short]]] = False
+    return np.where(keep[runs_of], np.uint8(255), np.uint8(0)), stats[keep, :4].astype(np.int64)
+
+
+def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.ndarray:
+    """The vertical ``ticks`` (short runs) that join two horizontal rules: comb box walls.
+
+    A wall touches both rules; a digit's stroke that only comes close to them does not
+    (digits in comb cells often fill the cell to within a few pixels of its top rule).
+    """
+    near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ticks, connectivity=8)
+    keep = np.zeros(count, bool)
+    for index in range(1, count):
+        x, y, w, h, _ = stats[index]
+        if w <= thick + 1 and near[y, x:x + w].any() and near[y + h - 1, x:x + w].any():
+            keep[index] = True
+    return np.where(keep[labels], np.uint8(255), np.uint8(0))
+
+
+def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.ndarray:
+    """``mask`` without ``lines``, ink restored where a stroke crosses or touches a line.
 
     A stroke crossing a rule has ink on both sides of it: a closing across the line
-    (kernel just longer than the line is thick) bridges the gap, and only the bridged
-    pixels that lie on the line are put back.
+    (kernel just longer than the line is thick) bridges the gap, and the bridged pixels
+    on the line are put back. A stroke touching a rule from one side (a 5's bar or a 0's
+    top written along a comb's top rule) keeps the rule's pixels in the columns (rows,
+    for vertical lines) where its ink meets the rule.
     """
-    if not lines.any():
+    on_line = lines.horizontal | lines.vertical
+    if not on_line.any():
         return mask.copy()
-    cleaned = mask & ~lines
+    cleaned = mask & ~on_line
     span = 2 * max_thickness + 3
     across_h = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, span)))
     across_v = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (span, 1)))
-    return cleaned | ((across_h | across_v) & lines & mask)
+    restored = cleaned | ((across_h | across_v) & on_line & mask)
+    reach = max_thickness + 2 * RULE_EDGE
+    restored |= _touching(restored, lines.horizontal & mask, (1, 3), (1, 2 * reach + 1))
+    restored |= _touching(restored, lines.vertical & mask, (3, 1), (2 * reach + 1, 1))
+    return restored
+
+
+def _touching(ink: np.ndarray, line: np.ndarray, step: tuple[int, int], across: tuple[int, int]) -> np.ndarray:
+    """The pixels of ``line`` across from where ``ink`` touches it: the line pixels next to
+    ink (a ``step`` kernel), grown across the line (an ``across`` kernel, as wide as the line
+    is thick) and kept on the line. Only the bands of rows (or columns, for a horizontal
+    ``across``) that hold line pixels are worked on: rules cover a small share of a page."""
+    transposed = across[1] == 1
+    if transposed:
+        ink, line = ink.T, line.T
+        step, across = step[::-1], across[::-1]
+    found = np.zeros_like(line)
+    pad = across[1] // 2 + 1
+    rows = np.flatnonzero(line.any(axis=1))
+    if rows.size:
+        breaks = np.flatnonzero(np.diff(rows) > 2 * pad)
+        step_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, step)
+        across_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, across)
+        for start, stop in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]]):
+            band = slice(max(0, start - pad), stop + pad + 1)
+            contact = cv2.dilate(np.ascontiguousarray(ink[band]), step_kernel) & line[band]
+            found[band] = cv2.dilate(contact, across_kernel) & line[band]
+    return found.T if transposed else found

@@ -291,11 +291,15 @@ def _moved(box: list[int], matrix: np.ndarray, width: int, height: int) -> list[
 
 
 def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool) -> tuple[np.ndarray, list[dict]]:
-    """One synthetic page: (gray (M, N) uint8, fields [{"text", "bbox"}] in page pixels)."""
+    """One synthetic page: (gray (M, N) uint8, fields [{"text", "bbox", "digits"}] in page
+    pixels; "digits" holds each digit's {"label", "bbox"})."""
     page = _cheque(rng, digits) if cheque else _form(rng, digits)
     texture = _security_print(page, rng.uniform(0.08, 0.18)) if cheque else None
     gray, matrix = _scan(page, texture)
-    fields = [{"text": f["text"], "bbox": _moved(f["bbox"], matrix, page.width, page.height)} for f in page.fields]
+    fields = [{"text": f["text"], "bbox": _moved(f["bbox"], matrix, page.width, page.height),
+               "digits": [{"label": label, "bbox": _moved(list(box), matrix, page.width, page.height)}
+                          for label, box in zip(f["text"], f["digit_boxes"])]}
+              for f in page.fields]
     return gray, fields
 
 
@@ -304,7 +308,8 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int) -> list[Pa
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
     ``page_NNN.png``; truth is ``page_NNN.json``: ``{"image", "width", "height", "fields":
-    [{"text", "bbox": [x, y, w, h]}]}``. The same seed gives the same pages.
+    [{"text", "bbox": [x, y, w, h], "digits": [{"label", "bbox"}, ...]}]}``. The same
+    seed gives the same pages.
     Returns the image paths.
     """
     mnist = load_mnist(mnist_source)

@@ -412,7 +412,8 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         mask = np.where(dark > level, np.uint8(255), np.uint8(0))
         inverse = cv2.invertAffineTransform(matrix)
     frame = _Frame(inverse, cols, rows)
-    lines, rules = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness)
+    lines = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness,
+                                  config.max_digit_height)
     clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(clean, connectivity=8)
     stats = stats[1:].astype(np.int64)  # label k + 1 is row k
@@ -433,7 +434,7 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         groups = [tall[sized]]
         fragments_all = np.concatenate([fragments_all, tall[~sized]])
     else:
-        rule_of = _rule_under(stats[tall, :4], rules)
+        rule_of = _rule_under(stats[tall, :4], lines.rules)
         field_of = _link_rows(stats[tall, :4], rule_of, config.field_gap)
         groups = [tall[field_of == label] for label in np.unique(field_of)]
         on_rule[tall[rule_of >= 0]] = True

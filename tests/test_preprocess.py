@@ -52,9 +52,9 @@ def test_rules_are_removed_but_a_crossing_stroke_is_kept():
     cv2.line(dark, (10, 100), (390, 100), 230, 2)  # a rule
     cv2.line(dark, (196, 72), (204, 128), 230, 5)  # a stroke crossing it, shorter than a rule
     level = 100
-    lines, rules = preprocess.find_lines(dark, level, 70, 6)
-    assert rules.shape == (1, 4)
-    assert lines[100, 50] == 255 and lines[100, 350] == 255
+    lines = preprocess.find_lines(dark, level, 70, 6, 120)
+    assert lines.rules.shape == (1, 4)
+    assert lines.horizontal[100, 50] == 255 and lines.horizontal[100, 350] == 255
     mask = np.where(dark > level, np.uint8(255), np.uint8(0))
     clean = preprocess.remove_lines(mask, lines, 6)
     assert clean[100, 50] == 0 and clean[100, 350] == 0
@@ -66,8 +66,8 @@ def test_rules_are_removed_but_a_crossing_stroke_is_kept():
 def test_thick_blocks_are_not_rules():
     dark = np.zeros((200, 400), np.uint8)
     dark[50:90, 20:380] = 230  # a filled bar, 40 px thick
-    lines, _ = preprocess.find_lines(dark, 100, 70, 6)
-    assert not lines[60:80, 50:350].any()
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert not lines.horizontal[60:80, 50:350].any()
 
 
 def test_ink_threshold_keeps_pale_ink_beside_black_print():
@@ -85,6 +85,40 @@ def test_digit_stroke_near_both_comb_rules_is_not_a_wall():
     for x in range(20, 381, 60):
         cv2.line(dark, (x, 60), (x, 140), 230, 2)  # walls touch both rules
     cv2.line(dark, (110, 71), (110, 129), 230, 3)  # a "1" filling its cell, touching neither
-    lines, _ = preprocess.find_lines(dark, 100, 70, 6)
-    assert lines[100, 80] == 255  # a wall is a line
-    assert not lines[75:125, 108:113].any()  # the digit is not
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[100, 80] == 255  # a wall is a line
+    assert not lines.vertical[75:125, 108:113].any()  # the digit is not
+
+
+def test_a_tall_digit_stroke_is_not_a_vertical_rule():
+    dark = np.zeros((300, 300), np.uint8)
+    cv2.line(dark, (150, 60), (150, 200), 230, 4)  # a "1" 140 px tall: longer than a short rule
+    cv2.line(dark, (40, 20), (40, 290), 230, 2)  # a rule taller than any digit
+    lines = preprocess.find_lines(dark, 100, 70, 6, 200)
+    assert not lines.vertical[60:200, 145:156].any()
+    assert lines.vertical[150, 40] == 255
+
+
+def test_a_digit_bar_as_long_as_a_short_rule_is_kept():
+    dark = np.zeros((300, 400), np.uint8)
+    cv2.line(dark, (100, 60), (100, 200), 230, 4)  # a large "4": stem,
+    cv2.line(dark, (60, 160), (150, 160), 230, 4)  # a 90 px bar,
+    cv2.line(dark, (60, 160), (90, 70), 230, 4)  # and its diagonal
+    cv2.line(dark, (200, 240), (380, 240), 230, 2)  # an underline 180 px long
+    lines = preprocess.find_lines(dark, 100, 70, 6, 250)
+    assert not lines.horizontal[150:170, 60:150].any()
+    assert lines.horizontal[240, 300] == 255
+    assert lines.rules.shape == (1, 4)
+
+
+def test_a_stroke_touching_a_rule_from_one_side_keeps_its_end():
+    dark = np.zeros((200, 400), np.uint8)
+    cv2.line(dark, (20, 60), (380, 60), 230, 2)  # comb top rule
+    cv2.line(dark, (200, 62), (200, 120), 230, 4)  # a "1" reaching up to it
+    level = 100
+    lines = preprocess.find_lines(dark, level, 70, 6, 250)
+    mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+    clean = preprocess.remove_lines(mask, lines, 6)
+    assert clean[60, 50] == 0 and clean[60, 350] == 0  # the rule is gone
+    assert clean[62:64, 198:203].all()  # the 1 keeps its top,
+    assert not clean[55:66, 150:190].any() and not clean[55:66, 210:250].any()  # and no rule beside it

@@ -29,6 +29,11 @@ def test_pages_and_truth_are_written(tiny_mnist, tmp_path):
             assert x + w <= truth["width"] and y + h <= truth["height"]
             # The box holds ink: the field is really drawn there.
             assert gray[y:y + h, x:x + w].min() < gray.mean() - 60
+            # Each digit has its own box, inside the field's (up to a pixel of rounding).
+            assert "".join(d["label"] for d in field["digits"]) == field["text"]
+            for digit in field["digits"]:
+                dx, dy, dw, dh = digit["bbox"]
+                assert x - 1 <= dx and y - 1 <= dy and dx + dw <= x + w + 1 and dy + dh <= y + h + 1
 
 
 def test_same_seed_same_pages(tiny_mnist, tmp_path):
