@@ -91,6 +91,24 @@ def ink_threshold(dark: np.ndarray, floor: float) -> int:
     return int(np.clip(otsu, low, max(low, round(INK_CERTAIN * 255))))
 
 
+def ink_mask(dark: np.ndarray, level: int) -> np.ndarray:
+    """(M, N) uint8: 255 where ``dark`` is above ``level``, else 0 (``cv2.threshold``: a
+    fraction of ``np.where``'s time on a full page)."""
+    return cv2.threshold(dark, level, 255, cv2.THRESH_BINARY)[1]
+
+
+def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected components of a uint8 mask: (count, labels, stats) as from
+    ``cv2.connectedComponentsWithStats``.
+
+    Labels are uint16 when that type surely holds them (a mask never has more components
+    than ink pixels): OpenCV gathers the stats about twice as fast then.
+    """
+    ltype = cv2.CV_16U if cv2.countNonZero(mask) < np.iinfo(np.uint16).max else cv2.CV_32S
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)
+    return count, labels, stats
+
+
 def estimate_skew(mask: np.ndarray, max_degrees: float) -> float:
     """Page skew in degrees (positive = content turned counter-clockwise), 0.0 when unsure.
 
@@ -170,7 +188,7 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
 
     Rules are large: they are searched at half resolution.
     """
-    mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+    mask = ink_mask(dark, level)
     rows, cols = dark.shape
     factor = LINE_FACTOR if min(rows, cols) >= 4 * LINE_FACTOR * min_length else 1
     small = cv2.resize(dark, (max(1, cols // factor), max(1, rows // factor)), interpolation=cv2.INTER_AREA)
@@ -182,7 +200,7 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
 
     def runs(size: tuple[int, int], blur: tuple[int, int]) -> np.ndarray:
         opened = cv2.morphologyEx(cv2.blur(small, blur), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, size))
-        return np.where(opened > faint, np.uint8(255), np.uint8(0))
+        return ink_mask(opened, faint)
 
     horizontal = runs((length, 1), (gap, 1))
     vertical = _taller_than(runs((1, length), (1, gap)), long_length)
@@ -204,7 +222,7 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
 
 def _taller_than(mask: np.ndarray, height: int) -> np.ndarray:
     """The connected components of ``mask`` at least ``height`` rows tall."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    count, labels, stats = components(mask)
     keep = stats[:, 3] >= height
     keep[0] = False
     return np.where(keep[labels], np.uint8(255), np.uint8(0))
@@ -216,12 +234,12 @@ def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int) -> tuple[n
     Runs shorter than ``long_length`` must be at least RULE_ASPECT times as long as the
     tallest ``ink`` component they touch is tall; shorter ones are bars of digits.
     """
-    count, runs_of, stats, _ = cv2.connectedComponentsWithStats(horizontal, connectivity=8)
+    count, runs_of, stats = components(horizontal)
     keep = np.ones(count, bool)
     keep[0] = False
     short = np.flatnonzero(stats[1:, 2] < long_length) + 1
     if short.size:
-        _, ink_of, ink_stats, _ = cv2.connectedComponentsWithStats(ink.astype(np.uint8), connectivity=8)
+        _, ink_of, ink_stats = components(ink.astype(np.uint8))
         on = (runs_of > 0) & (ink_of > 0)
         tallest = np.zeros(count, np.int64)
         np.maximum.at(tallest, runs_of[on], ink_stats[ink_of[on], 3])
@@ -236,7 +254,7 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     (digits in comb cells often fill the cell to within a few pixels of its top rule).
     """
     near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(ticks, connectivity=8)
+    count, labels, stats = components(ticks)
     keep = np.zeros(count, bool)
     for index in range(1, count):
         x, y, w, h, _ = stats[index]

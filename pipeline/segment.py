@@ -315,7 +315,9 @@ class _Frame:
     """Maps boxes on the levelled page back to the original page."""
 
     def __init__(self, inverse: np.ndarray | None, width: int, height: int):
-        self.inverse = inverse
+        # Plain floats: a page maps hundreds of boxes, and numpy's per-call cost on
+        # four corners is ten times the arithmetic.
+        self.inverse = None if inverse is None else np.asarray(inverse, np.float64).tolist()
         self.width = width
         self.height = height
 
@@ -323,10 +325,12 @@ class _Frame:
         if self.inverse is None:
             x0, y0, x1, y1 = x, y, x + w, y + h
         else:
-            corners = np.array([[x, y, 1], [x + w, y, 1], [x, y + h, 1], [x + w, y + h, 1]], np.float64)
-            mapped = corners @ self.inverse.T
-            x0, y0 = mapped.min(axis=0)
-            x1, y1 = mapped.max(axis=0)
+            (a, b, c), (d, e, f) = self.inverse
+            left, top, right, bottom = float(x), float(y), float(x + w), float(y + h)
+            corners = ((left, top), (right, top), (left, bottom), (right, bottom))
+            xs = [a * cx + b * cy + c for cx, cy in corners]
+            ys = [d * cx + e * cy + f for cx, cy in corners]
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
         x0 = min(max(math.floor(x0), 0), self.width - 1)
         y0 = min(max(math.floor(y0), 0), self.height - 1)
         x1 = min(max(math.ceil(x1), x0 + 1), self.width)
@@ -336,10 +340,10 @@ class _Frame:
 
 def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidate | None:
     """A candidate from a piece of ink whose top-left pixel is (row0, col0) on the levelled page."""
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
+    rows = ink.any(axis=1).nonzero()[0]
     if rows.size == 0:
         return None
+    cols = ink.any(axis=0).nonzero()[0]
     piece = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     box = frame.box(col0 + cols[0], row0 + rows[0], piece.shape[1], piece.shape[0])
     side = max(piece.shape)
@@ -354,7 +358,10 @@ def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidat
 def _build_blob(ids: list[int], stats: np.ndarray, labels: np.ndarray, dark: np.ndarray,
                 height: float, min_width: float, frame: _Frame) -> Blob | None:
     x, y, w, h = (int(v) for v in _union_box(stats[ids, :4]))
-    inside = np.isin(labels[y:y + h, x:x + w], np.asarray(ids) + 1)
+    # A lookup by label: np.isin costs more than the rest of this function on small boxes.
+    member = np.zeros(stats.shape[0] + 1, bool)
+    member[np.asarray(ids) + 1] = True
+    inside = member[labels[y:y + h, x:x + w]]
     ink = np.where(inside, dark[y:y + h, x:x + w].astype(np.float32) / 255.0, np.float32(0.0))
     whole = _candidate(ink, x, y, frame)
     if whole is None:
@@ -402,20 +409,20 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         return empty
     dark = preprocess.darkness(gray, config.background_window)
     level = preprocess.ink_threshold(dark, config.min_ink_darkness)
-    mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+    mask = preprocess.ink_mask(dark, level)
     single = rows <= config.single_field_max_height
     skew = 0.0 if single else preprocess.estimate_skew(mask, config.max_skew_degrees)
     inverse = None
     if abs(skew) >= MIN_ROTATION:
         matrix, shape = preprocess.rotation(gray.shape, skew)
         dark = preprocess.rotate(dark, matrix, shape)
-        mask = np.where(dark > level, np.uint8(255), np.uint8(0))
+        mask = preprocess.ink_mask(dark, level)
         inverse = cv2.invertAffineTransform(matrix)
     frame = _Frame(inverse, cols, rows)
     lines = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness,
                                   config.max_digit_height)
     clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(clean, connectivity=8)
+    _, labels, stats = preprocess.components(clean)
     stats = stats[1:].astype(np.int64)  # label k + 1 is row k
     if stats.shape[0] == 0:
         return PageLayout(cols, rows, skew, ())
