@@ -222,7 +222,7 @@ def to_gray(image: Image.Image) -> np.ndarray:
     """
     mode = image.mode
     if mode == "L":
-        return np.asarray(image, dtype=np.uint8).copy()
+        return np.array(image, dtype=np.uint8)
     if mode.startswith("I;16") or mode == "I":
         samples = np.asarray(image).astype(np.float32)
         return np.clip(np.rint(samples / SIXTEEN_TO_EIGHT), 0, 255).astype(np.uint8)
