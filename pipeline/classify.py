@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ CLASS_NAMES = DIGIT_CLASSES + ("not_a_digit",)
 # The input contract every crop meets; checked against the model card at load.
 INPUT_CONTRACT = {"shape": [CROP_SIZE, CROP_SIZE], "polarity": "ink_high", "range": [0.0, 1.0]}
 REBUILD_HINT = "run `make train` to rebuild it"
+# Batches classified at once: the second keeps the cores busy while the first waits between
+# its layers (about +20% crops/s on 2 cores; a third added nothing).
+BATCHES_IN_FLIGHT = 2
 
 
 def card_path(model_path: Path) -> Path:
@@ -121,15 +125,18 @@ class DigitClassifier:
         self._logits = tf.function(lambda x: self._model(x, training=False), input_signature=[signature])
 
     def logits(self, crops: np.ndarray) -> np.ndarray:
-        """(K, 28, 28) crops -> (K, 11) raw logits, in fixed-size batches."""
+        """(K, 28, 28) crops -> (K, 11) raw logits, in fixed-size batches, two at a time."""
         crops = np.asarray(crops, dtype=np.float32)
         if crops.ndim != 3 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE):
             raise ValueError(f"crops must have shape (K, {CROP_SIZE}, {CROP_SIZE}), got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0, len(CLASS_NAMES)), np.float32)
-        parts = [self._logits(crops[start:start + self.batch_size, :, :, None]).numpy()
-                 for start in range(0, len(crops), self.batch_size)]
-        return np.concatenate(parts).astype(np.float32)
+
+        def batch(start: int) -> np.ndarray:
+            return self._logits(crops[start:start + self.batch_size, :, :, None]).numpy()
+
+        with ThreadPoolExecutor(BATCHES_IN_FLIGHT) as pool:  # TensorFlow releases the GIL while it runs
+            return np.concatenate(list(pool.map(batch, range(0, len(crops), self.batch_size))))
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """(K, 28, 28) float32 crops in [0, 1], ink high -> (K, 11) calibrated probabilities."""
