@@ -281,29 +281,27 @@ def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.
     across_v = cv2.morphologyEx(cleaned, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (span, 1)))
     restored = cleaned | ((across_h | across_v) & on_line & mask)
     reach = max_thickness + 2 * RULE_EDGE
-    restored |= _touching(restored, lines.horizontal & mask, (1, 3), (1, 2 * reach + 1))
-    restored |= _touching(restored, lines.vertical & mask, (3, 1), (2 * reach + 1, 1))
+    restored |= _touching(restored, lines.horizontal & mask, reach)
+    restored |= _touching(restored.T, (lines.vertical & mask).T, reach).T
     return restored
 
 
-def _touching(ink: np.ndarray, line: np.ndarray, step: tuple[int, int], across: tuple[int, int]) -> np.ndarray:
-    """The pixels of ``line`` across from where ``ink`` touches it: the line pixels next to
-    ink (a ``step`` kernel), grown across the line (an ``across`` kernel, as wide as the line
-    is thick) and kept on the line. Only the bands of rows (or columns, for a horizontal
-    ``across``) that hold line pixels are worked on: rules cover a small share of a page."""
-    transposed = across[1] == 1
-    if transposed:
-        ink, line = ink.T, line.T
-        step, across = step[::-1], across[::-1]
-    found = np.zeros_like(line)
-    pad = across[1] // 2 + 1
+def _touching(ink: np.ndarray, line: np.ndarray, reach: int) -> np.ndarray:
+    """The pixels of a horizontal ``line`` across from where ``ink`` touches it: the line
+    pixels just above or below ink, grown up and down by ``reach`` (more than the line is
+    thick) and kept on the line. Vertical lines: pass both masks transposed. Only the
+    bands of rows that hold line pixels are worked on: rules cover a small share of a page."""
+    found = np.zeros(line.shape, np.uint8)
     rows = np.flatnonzero(line.any(axis=1))
-    if rows.size:
-        breaks = np.flatnonzero(np.diff(rows) > 2 * pad)
-        step_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, step)
-        across_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, across)
-        for start, stop in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]]):
-            band = slice(max(0, start - pad), stop + pad + 1)
-            contact = cv2.dilate(np.ascontiguousarray(ink[band]), step_kernel) & line[band]
-            found[band] = cv2.dilate(contact, across_kernel) & line[band]
-    return found.T if transposed else found
+    if rows.size == 0:
+        return found
+    pad = reach + 1
+    step = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3))
+    across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 2 * reach + 1))
+    breaks = np.flatnonzero(np.diff(rows) > 2 * pad)
+    for start, stop in zip(np.r_[rows[0], rows[breaks + 1]], np.r_[rows[breaks], rows[-1]]):
+        band = slice(max(0, start - pad), stop + pad + 1)
+        on_line = np.ascontiguousarray(line[band])
+        contact = cv2.dilate(np.ascontiguousarray(ink[band]), step) & on_line
+        found[band] = cv2.dilate(contact, across) & on_line
+    return found
