@@ -3,8 +3,8 @@
 Each blob is read the way the classifier likes best: the reading whose candidates have
 the highest mean log-probability of their best digit, minus CUT_PENALTY per cut, so a
 blob stays whole unless cutting it clearly reads better. Blobs the model calls "not a
-digit" are left out of the text; a field made mostly of them is printed text or junk
-and is not reported at all.
+digit" are left out of the text; a field whose pieces (whole blobs and cut pieces) are
+mostly rejected is printed text or junk and is not reported at all.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ CUT_PENALTY = 0.5
 # A rejected blob at least this share of the field's median blob height is "full size":
 # a symbol in the number's place, worth a reviewer's look. Smaller ones are stray marks.
 FULL_SIZE = 0.7
-# A field with at least this share of its blobs rejected is not a handwritten number.
+# A field with at least this share of its pieces rejected is not a handwritten number.
 DROP_REJECTED = 0.5
 # Floor on probabilities before the log, so a zero never gives -inf.
 PROB_FLOOR = 1e-6
@@ -102,7 +102,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
         median_height = float(np.median(heights)) if heights else 0.0
         digits: list[DigitReading] = []
         rejected_full = split = False
-        rejected = 0
+        rejected = pieces = 0  # pieces read (whole blobs or cut pieces), and those rejected
         for blob in field.blobs:
             spans = []
             for reading in blob.readings:
@@ -111,13 +111,18 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
             scores = [_reading_score(probs[a:b]) for a, b in spans]
             choice = int(np.argmax(scores))
             start = spans[choice][0]
-            if choice == 0 and int(np.argmax(probs[start])) == REJECT_CLASS:
+            chosen = probs[start:start + len(blob.readings[choice])]
+            pieces += len(chosen)
+            if choice == 0 and int(np.argmax(chosen[0])) == REJECT_CLASS:
                 rejected += 1
                 rejected_full |= blob.bbox[3] >= FULL_SIZE * median_height
                 continue
             split |= choice > 0
-            digits.extend(_digit(c, probs[start + k]) for k, c in enumerate(blob.readings[choice]))
-        if not digits or rejected >= DROP_REJECTED * len(field.blobs):
+            # A cut piece the model rejects still reads as its likeliest digit (a flagged
+            # field shows it), but counts against the field: printed words cut into pieces.
+            rejected += int((chosen.argmax(axis=1) == REJECT_CLASS).sum())
+            digits.extend(_digit(c, row) for c, row in zip(blob.readings[choice], chosen))
+        if not digits or rejected >= DROP_REJECTED * pieces:
             continue
         found = {
             LOW_CONFIDENCE: any(d.confidence < config.min_digit_confidence for d in digits),

@@ -115,6 +115,21 @@ def test_mostly_rejected_field_is_not_reported():
     assert [(f.id, f.text) for f in fields] == [(1, "6")]
 
 
+def test_printed_word_cut_into_rejected_pieces_is_not_reported():
+    # One wide blob: rejected whole, cut in three pieces of which two are rejected too.
+    word = page((blob(0, cuts=(3,)),))
+    rows = probs(onehot(10), onehot(1, 0.6), onehot(10, 0.6), onehot(10, 0.6))
+    assert read_fields(word, rows, FLAGS) == ()
+    # The same blob with one rejected piece of three is touching digits: read and flagged,
+    # the rejected piece as its likeliest digit.
+    unsure_one = onehot(10, 0.6)
+    unsure_one[1] = 0.2
+    rows = probs(onehot(10), onehot(1, 0.6), onehot(7, 0.6), unsure_one)
+    (field,) = read_fields(word, rows, FLAGS)
+    assert field.text == "171"
+    assert FORCED_SPLIT in field.reasons and field.flagged
+
+
 def test_segmentation_doubts_become_flags():
     layout = page((blob(0), blob(30)), reasons=(ODD_SIZE,))
     fields = read_fields(layout, probs(onehot(9), onehot(9)), FLAGS)

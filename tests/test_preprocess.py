@@ -122,3 +122,27 @@ def test_a_stroke_touching_a_rule_from_one_side_keeps_its_end():
     assert clean[60, 50] == 0 and clean[60, 350] == 0  # the rule is gone
     assert clean[62:64, 198:203].all()  # the 1 keeps its top,
     assert not clean[55:66, 150:190].any() and not clean[55:66, 210:250].any()  # and no rule beside it
+
+
+def test_rules_found_on_the_half_size_page_sit_on_the_page_rules():
+    # Odd page sides and a rule on an odd row: the shrunk search must map back in place.
+    dark = np.zeros((1201, 901), np.uint8)
+    dark[601:604, 50:850] = 255
+    dark[100:1100, 451:454] = 255
+    lines = preprocess.find_lines(dark, 80, 60, 6, 200)
+    assert np.array_equal(np.flatnonzero(lines.horizontal[:, 300]), [601, 602, 603])
+    assert np.array_equal(np.flatnonzero(lines.vertical[300, :]), [451, 452, 453])
+    assert lines.horizontal.shape == lines.vertical.shape == dark.shape
+
+
+def test_components_label_more_pieces_than_uint16_holds():
+    dots = np.zeros((600, 600), np.uint8)
+    dots[::2, ::2] = 255  # 90,000 separate pixels (8-connectivity needs a gap of one)
+    count, labels, stats = preprocess.components(dots)
+    assert count == 90_001
+    assert int(labels.max()) == 90_000 and labels[598, 598] == 90_000
+    assert (stats[1:, 4] == 1).all()
+    block = np.zeros((600, 600), np.uint8)
+    block[100:500, 100:500] = 255  # 160,000 ink pixels, one piece
+    count, labels, stats = preprocess.components(block)
+    assert count == 2 and stats[1, 4] == 160_000 and labels[300, 300] == 1
