@@ -42,6 +42,11 @@ SPECK_AREA = 0.08
 LINK_HEIGHT = 0.5
 # Digits standing on one rule (comb row, underline) stay one field across gaps this wide, in heights.
 RULE_GAP = 1.6
+# A field whose pieces mostly (this share, and at least two) stand on one rule is written
+# on it; a piece off the rule's ends and shorter than this share of their height is not
+# handwriting of the field (a printed currency sign before an amount box).
+RULED_SHARE = 0.5
+BESIDE_RULE_HEIGHT = 0.8
 # Two pieces side by side belong to one line when their rows overlap by this share of the shorter.
 ROW_OVERLAP = 0.5
 # ... and when their heights differ by less than this factor.
@@ -182,6 +187,26 @@ def _rule_under(boxes: np.ndarray, rules: np.ndarray) -> np.ndarray:
     found = under.any(axis=1)
     result[found] = np.argmax(under[found], axis=1)
     return result
+
+
+def _outside_rule(stats: np.ndarray, members: np.ndarray, rule_of: np.ndarray, rules: np.ndarray) -> np.ndarray:
+    """Which ``members`` (rows of ``stats``; ``rule_of`` their rules, -1 for none) are small
+    marks beside the rule that the others stand on.
+
+    When most pieces of a field stand on one rule (the bottom of a box, an underline),
+    the handwriting is written there; a piece off the rule's ends that is much shorter
+    than them is printed furniture, such as the currency sign before an amount box.
+    """
+    outside = np.zeros(members.size, bool)
+    ruled = rule_of[rule_of >= 0]
+    if ruled.size < 2 or ruled.size < RULED_SHARE * members.size:
+        return outside
+    rule = rules[np.bincount(ruled).argmax()]
+    boxes = stats[members, :4].astype(np.float64)
+    centre = boxes[:, 0] + boxes[:, 2] / 2.0
+    reference = float(np.median(boxes[rule_of >= 0, 3]))
+    off_ends = (centre < rule[0]) | (centre > rule[0] + rule[2])
+    return (rule_of < 0) & off_ends & (boxes[:, 3] < BESIDE_RULE_HEIGHT * reference)
 
 
 def _x_overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -443,7 +468,11 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     else:
         rule_of = _rule_under(stats[tall, :4], lines.rules)
         field_of = _link_rows(stats[tall, :4], rule_of, config.field_gap)
-        groups = [tall[field_of == label] for label in np.unique(field_of)]
+        groups = []
+        for label in np.unique(field_of):
+            in_field = field_of == label
+            beside = _outside_rule(stats, tall[in_field], rule_of[in_field], lines.rules)
+            groups.append(tall[in_field][~beside])
         on_rule[tall[rule_of >= 0]] = True
     fields, boxes = [], []
     for members in groups:

@@ -103,6 +103,20 @@ def test_digits_on_an_underline_are_one_field():
     assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
 
 
+def test_printed_sign_before_an_amount_box_is_not_part_of_the_amount():
+    page = blank()
+    left, top, bottom = 120, 160, 222  # the box: digits stand near its bottom
+    cv2.rectangle(page, (left, top), (540, bottom), 30, 2)
+    cv2.putText(page, "$", (left - 26, 200), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 30, 2, cv2.LINE_AA)
+    boxes = write(page, "4072", left + 20, 210, seed=3)
+    layout = segment_page(noisy(page, 9), CONFIG)
+    assert len(layout.fields) == 1
+    field = layout.fields[0]
+    assert len(field.blobs) == 4
+    assert field.bbox[0] >= left  # the "$" left of the box is in no field
+    assert iou(field.bbox, union(boxes)) > 0.7
+
+
 def test_comb_boxes_hold_one_field():
     page = blank()
     cell, top, x0 = 58, 130, 80
