@@ -471,8 +471,8 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         groups = []
         for label in np.unique(field_of):
             in_field = field_of == label
-            beside = _outside_rule(stats, tall[in_field], rule_of[in_field], lines.rules)
-            groups.append(tall[in_field][~beside])
+            members = tall[in_field]
+            groups.append(members[~_outside_rule(stats, members, rule_of[in_field], lines.rules)])
         on_rule[tall[rule_of >= 0]] = True
     fields, boxes = [], []
     for members in groups:
