@@ -112,8 +112,7 @@ class PageWork:
     number: int
     width: int
     height: int
-    layout: PageLayout
-    crops: np.ndarray  # (K, 28, 28) float32, layout_crops(layout)
+    layout: PageLayout  # its crops go to the classifier (``layout_crops``) in the parent
     patches: tuple[FieldPatch, ...] = ()
 
 
@@ -150,19 +149,15 @@ def _field_patches(gray: np.ndarray, layout: PageLayout) -> tuple[FieldPatch, ..
     return tuple(patches)
 
 
-def read_page(gray: np.ndarray, config: SegmentConfig) -> tuple[PageLayout, np.ndarray]:
-    """Segment one (M, N) uint8 page -> (layout, (K, 28, 28) float32 crops).
+def read_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
+    """Segment one (M, N) uint8 page.
 
     A uniform page (every pixel the same: blank paper, an all-black scan) has no fields
     and is not handed to the segmenter.
     """
     if gray.size == 0 or gray.min() == gray.max():
-        return _blank_layout(gray), np.zeros((0, 28, 28), np.float32)
-    layout = segment_page(gray, config)
-    crops = np.asarray(layout_crops(layout), dtype=np.float32)
-    if crops.ndim != 3 or crops.shape[1:] != (28, 28):
-        raise ValueError(f"layout_crops returned shape {crops.shape}, expected (K, 28, 28)")
-    return layout, crops
+        return _blank_layout(gray)
+    return segment_page(gray, config)
 
 
 def _one_thread_per_worker() -> None:
@@ -207,10 +202,10 @@ def read_document(task: Task, input_config: InputConfig, segment_config: Segment
             return DocumentWork(task.path, "reused", source.sha256, source.size, source.mtime_ns)
         pages = []
         for page in iter_pages(source, input_config):
-            layout, crops = read_page(page.gray, segment_config)
+            layout = read_page(page.gray, segment_config)
             patches = _field_patches(page.gray, layout) if field_images else ()
             pages.append(PageWork(page.number, int(page.gray.shape[1]), int(page.gray.shape[0]),
-                                  layout, crops, patches))
+                                  layout, patches))
         return DocumentWork(task.path, "ok", source.sha256, source.size, source.mtime_ns, pages=tuple(pages))
     except DocumentError as exc:
         identity = (source.sha256, source.size, source.mtime_ns) if source else (None, None, None)
@@ -301,10 +296,11 @@ def _finish_chunk(works: list[DocumentWork], classifier: Classifier, config: Con
     total = 0
     for w_index, work in enumerate(works):
         for p_index, page in enumerate(work.pages):
-            count = int(page.crops.shape[0])
+            crops = layout_crops(page.layout)
+            count = int(crops.shape[0])
             spans.append((w_index, p_index, total, total + count))
             if count:
-                stacked.append(page.crops)
+                stacked.append(crops)
             total += count
     probs = classifier.predict(np.concatenate(stacked)) if total else np.zeros((0, NUM_CLASSES), np.float32)
     page_probs = {(w, p): probs[start:stop] for w, p, start, stop in spans}

@@ -227,16 +227,40 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
     vertical &= ~cv2.morphologyEx(vertical, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick, 1)))
-    horizontal, rules = _rules(horizontal, (small > faint) & (vertical == 0), long_length)
+    horizontal, rules = _rules(horizontal, ink_mask(small, faint) & ~vertical, long_length)
     if rules.shape[0]:
         vertical |= _comb_walls(runs((1, max(3, length // 3)), (1, gap)) & ~vertical, horizontal, thick)
     # A rule a hair off level or antialiased loses its edge pixels to the opening: the ink
     # within RULE_EDGE pixels of it belongs to it too (grown on the small page, for speed).
     grow = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * max(1, RULE_EDGE // factor) + 1,) * 2)
     horizontal, vertical = cv2.dilate(horizontal, grow), cv2.dilate(vertical, grow)
-    if factor > 1:
-        horizontal, vertical = _enlarge(horizontal, dark.shape, factor), _enlarge(vertical, dark.shape, factor)
-    return RuledLines(horizontal & mask, vertical & mask, rules * factor)
+    return RuledLines(_on_page(horizontal, mask, factor, vertical=False),
+                      _on_page(vertical, mask, factor, vertical=True), rules * factor)
+
+
+def _on_page(small: np.ndarray, mask: np.ndarray, factor: int, vertical: bool) -> np.ndarray:
+    """The ``mask`` pixels under ``small`` (a line mask on the page shrunk by ``factor``).
+
+    Lines cover a small share of a page: only the windows around them (bands across
+    the lines, cut to their extent along them) are enlarged, not the whole page.
+    """
+    page = np.zeros_like(mask)
+    rows, cols = mask.shape
+    for band in _bands(small.any(axis=0 if vertical else 1), 1):
+        x, y, w, h = cv2.boundingRect(small[:, band] if vertical else small[band])
+        if vertical:
+            r0, r1, c0, c1 = y, y + h, band.start, min(band.stop, small.shape[1])
+        else:
+            r0, r1, c0, c1 = band.start, min(band.stop, small.shape[0]), x, x + w
+        window = small[r0:r1, c0:c1]
+        # A window at the small page's far edge also covers the rows and columns
+        # ``_shrink`` left out.
+        top, left = r0 * factor, c0 * factor
+        bottom = rows if r1 == small.shape[0] else r1 * factor
+        right = cols if c1 == small.shape[1] else c1 * factor
+        big = _enlarge(window, (bottom - top, right - left), factor) if factor > 1 else window
+        page[top:bottom, left:right] = big & mask[top:bottom, left:right]
+    return page
 
 
 def _taller_than(mask: np.ndarray, height: int) -> np.ndarray:
@@ -269,11 +293,13 @@ def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int) -> tuple[n
     keep[0] = False
     short = np.flatnonzero(stats[1:, 2] < long_length) + 1
     if short.size:
-        _, ink_of, ink_stats = components(ink.astype(np.uint8))
-        on = (runs_of > 0) & (ink_of > 0)
-        tallest = np.zeros(count, np.int64)
-        np.maximum.at(tallest, runs_of[on], ink_stats[ink_of[on], 3])
-        keep[short[stats[short, 2] < RULE_ASPECT * tallest[short]]] = False
+        _, ink_of, ink_stats = components(ink)
+        for index in short:  # a few dozen short runs: look only inside each one's box
+            x, y, w, h = stats[index, :4]
+            touched = ink_of[y:y + h, x:x + w][runs_of[y:y + h, x:x + w] == index]
+            touched = touched[touched > 0]
+            tallest = ink_stats[touched, 3].max() if touched.size else 0
+            keep[index] = w >= RULE_ASPECT * tallest
     return _painted(runs_of, stats, keep), stats[keep, :4].astype(np.int64)
 
 
@@ -285,11 +311,15 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     """
     near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
     count, labels, stats = components(ticks)
-    keep = np.zeros(count, bool)
-    for index in range(1, count):
-        x, y, w, h, _ = stats[index]
-        if w <= thick + 1 and near[y, x:x + w].any() and near[y + h - 1, x:x + w].any():
-            keep[index] = True
+    x, y, w, h = (stats[:, k] for k in range(4))
+    top = np.zeros(count, bool)
+    bottom = np.zeros(count, bool)
+    for offset in range(thick + 1):  # the columns of a tick thin enough to be a wall
+        column = np.minimum(x + offset, near.shape[1] - 1)
+        top |= (offset < w) & (near[y, column] > 0)
+        bottom |= (offset < w) & (near[y + h - 1, column] > 0)
+    keep = (w <= thick + 1) & top & bottom
+    keep[0] = False
     return _painted(labels, stats, keep)
 
 

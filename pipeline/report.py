@@ -1,9 +1,9 @@
 """Report records and writers: ``report.json``, ``fields.csv``, ``digits.csv``, field images.
 
 Only this module writes report files. Keys and columns are declared once, here, and
-tests check against them. Every file is written to a temporary file in the same folder
-and renamed over the old one (``os.replace``), so a run killed at any moment leaves
-the previous good report in place. CSV cells a spreadsheet would run as a formula are
+tests check against them. Every report is written to a temporary file in the same
+folder and renamed over the old one (``os.replace``), so a run killed at any moment
+leaves the previous good report in place (field images: see ``write_field_image``). CSV cells a spreadsheet would run as a formula are
 neutralized with a leading ``'``; read numbers such as ``"0451"`` stay strings.
 
 ``report.json``::
@@ -128,11 +128,9 @@ def field_image_path(document: str, page: int, field_id: int) -> str:
 # --- atomic files --------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _temporary_beside(path: Path, mode: str, durable: bool = True) -> Iterator[tuple]:
-    """A temporary file in ``path``'s folder; yields (handle, temp path). Removed on error.
-
-    ``durable``: fsync before the caller renames it (reports); field images skip this,
-    since they are rewritten whenever their document is read again."""
+def _temporary_beside(path: Path, mode: str) -> Iterator[tuple]:
+    """A temporary file in ``path``'s folder, synced to disk before the caller renames
+    it; yields (handle, temp path). Removed on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp)
@@ -142,18 +140,10 @@ def _temporary_beside(path: Path, mode: str, durable: bool = True) -> Iterator[t
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle, tmp
             handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+            os.fsync(handle.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    with _temporary_beside(Path(path), "wb", durable) as (handle, tmp):
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 # --- writers -------------------------------------------------------------------------
@@ -275,15 +265,22 @@ def remove_stale_temporaries(output_dir: Path) -> int:
 
 
 def write_field_image(output_dir: Path, document: str, page: int, field_id: int, image: np.ndarray) -> str:
-    """Save one field's (M, N) uint8 pixels as PNG; returns its path relative to OUTPUT."""
+    """Save one field's (M, N) uint8 pixels as PNG; returns its path relative to OUTPUT.
+
+    Written in place, not through a temporary file: a document's images are written
+    before its row is committed, so a run killed halfway through them re-reads that
+    document next time, and its folder is cleared first (``remove_field_images``).
+    """
     import cv2
 
     relative = field_image_path(document, page, field_id)
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image, dtype=np.uint8))
     if not ok:
         raise OutputError(f"cannot encode field image {relative}")
+    path = Path(output_dir) / relative
     try:
-        atomic_write_bytes(Path(output_dir) / relative, encoded.tobytes(), durable=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encoded.tobytes())
     except OSError as exc:
         raise OutputError(f"cannot write field image {relative}: {exc.strerror or exc}") from None
     return relative

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline import preprocess
 from pipeline.config import SegmentConfig
-from pipeline.normalize import CROP_SIZE, normalize_digit
+from pipeline.normalize import CROP_SIZE, normalize_digit, percentile
 
 # (x, y, w, h) in pixels of the original page image: x is the column, y the row.
 Box = tuple[int, int, int, int]
@@ -138,6 +138,8 @@ def _union_find(count: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> np.ndar
             item = parent[item]
         return item
 
+    if pairs_i.size == 0:  # most fields' pieces: nothing to merge
+        return np.arange(count)
     for a, b in zip(pairs_i.tolist(), pairs_j.tolist()):
         ra, rb = root(a), root(b)
         if ra != rb:
@@ -204,7 +206,7 @@ def _outside_rule(stats: np.ndarray, members: np.ndarray, rule_of: np.ndarray, r
     rule = rules[np.bincount(ruled).argmax()]
     boxes = stats[members, :4].astype(np.float64)
     centre = boxes[:, 0] + boxes[:, 2] / 2.0
-    reference = float(np.median(boxes[rule_of >= 0, 3]))
+    reference = percentile(boxes[rule_of >= 0, 3], 50)
     off_ends = (centre < rule[0]) | (centre > rule[0] + rule[2])
     return (rule_of < 0) & off_ends & (boxes[:, 3] < BESIDE_RULE_HEIGHT * reference)
 
@@ -233,7 +235,7 @@ def _digit_sized(boxes: np.ndarray, height: float, config: SegmentConfig) -> np.
 
 
 def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
-                  config: SegmentConfig) -> tuple[list[list[int]], float]:
+                  config: SegmentConfig) -> tuple[list[list[int]], np.ndarray, float]:
     """Split one field's pieces into digit blobs: lists of component indices, left to right.
 
     ``members``: indices (into ``stats``) of the field's linked pieces; ``fragments``:
@@ -241,10 +243,10 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     merge while together they stay within a digit's height; merged groups of digit size
     are blobs. What is left is merged into the blob above or below it, else dropped as
     punctuation (dots, commas and dashes lie between digits, not over them).
-    Returns the blobs and the field's digit height.
+    Returns the blobs, their (B, 4) (x, y, w, h) boxes and the field's digit height.
     """
     # The upper quartile, not the median: pieces of broken digits pull the median down.
-    height = float(np.percentile(stats[members, 3], 75))
+    height = percentile(stats[members, 3], 75)
     pieces = np.unique(np.concatenate([members, fragments]))
     x, y, w, h = (stats[pieces, k].astype(np.float64) for k in range(4))
     columns = np.minimum(x + w, (x + w)[:, None]) - np.maximum(x, x[:, None])
@@ -253,14 +255,20 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     stacked = (columns >= MERGE_OVERLAP * np.minimum(w, w[:, None])) & (rows < ROW_OVERLAP * np.minimum(h, h[:, None]))
     stacked &= span <= MERGED_HEIGHT * height
     group_of = _union_find(pieces.size, *np.nonzero(np.triu(stacked, 1)))
-    groups = [pieces[group_of == label] for label in np.unique(group_of)]
-    group_boxes = np.stack([_union_box(stats[g, :4]) for g in groups])
+    # Each group's pieces and union box at once: sorted by group, cut where the group changes.
+    by_group = np.argsort(group_of, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(group_of[by_group]) != 0])
+    groups = np.split(pieces[by_group], starts[1:])
+    x0, y0 = np.minimum.reduceat(x[by_group], starts), np.minimum.reduceat(y[by_group], starts)
+    x1 = np.maximum.reduceat((x + w)[by_group], starts)
+    y1 = np.maximum.reduceat((y + h)[by_group], starts)
+    group_boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
     sized = _digit_sized(group_boxes, height, config)
     order = sorted(np.flatnonzero(sized), key=lambda k: group_boxes[k][0])
-    blobs = [[int(i) for i in groups[k]] for k in order]
+    blobs = [groups[k].tolist() for k in order]
     boxes = [group_boxes[k] for k in order]
     if not blobs:
-        return [], height
+        return [], np.zeros((0, 4)), height
     for k in np.flatnonzero(~sized):
         box = group_boxes[k]
         centre = box[1] + box[3] / 2.0
@@ -273,7 +281,7 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
         if best >= 0:
             blobs[best].extend(int(i) for i in groups[k])
             boxes[best] = _union_box(np.stack([boxes[best], box]))
-    return blobs, height
+    return blobs, np.stack(boxes), height
 
 
 def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
@@ -284,7 +292,7 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
     if count < 3 or config.printed_tolerance <= 0:
         return False
     bottoms = boxes[:, 1] + boxes[:, 3]
-    on_baseline = np.abs(bottoms - np.median(bottoms)) <= config.printed_tolerance
+    on_baseline = np.abs(bottoms - percentile(bottoms, 50)) <= config.printed_tolerance
     heights = np.sort(boxes[:, 3].astype(np.float64))
     distinct = 1 + int((np.diff(heights) > config.printed_tolerance).sum())
     # Two handwritten digits of one height on one baseline happen by chance; three do not.
@@ -380,9 +388,10 @@ def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidat
     return Candidate(box, normalize_digit(piece))
 
 
-def _build_blob(ids: list[int], stats: np.ndarray, labels: np.ndarray, dark: np.ndarray,
+def _build_blob(ids: list[int], box: np.ndarray, stats: np.ndarray, labels: np.ndarray, dark: np.ndarray,
                 height: float, min_width: float, frame: _Frame) -> Blob | None:
-    x, y, w, h = (int(v) for v in _union_box(stats[ids, :4]))
+    """The blob of components ``ids`` (rows of ``stats``) whose union box is ``box``."""
+    x, y, w, h = (int(v) for v in box)
     # A lookup by label: np.isin costs more than the rest of this function on small boxes.
     member = np.zeros(stats.shape[0] + 1, bool)
     member[np.asarray(ids) + 1] = True
@@ -461,7 +470,7 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     on_rule = np.zeros(stats.shape[0], bool)
     if single:
         # One cut-out field: the digits are the pieces near the tallest ones' height.
-        reference = float(np.percentile(heights[tall], 75))
+        reference = percentile(heights[tall], 75)
         sized = _digit_sized(stats[tall], reference, config)
         groups = [tall[sized]]
         fragments_all = np.concatenate([fragments_all, tall[~sized]])
@@ -475,18 +484,15 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
             groups.append(members[~_outside_rule(stats, members, rule_of[in_field], lines.rules)])
         on_rule[tall[rule_of >= 0]] = True
     fields, boxes = [], []
+    fx, fy, fw, fh = (stats[fragments_all, k] for k in range(4))
     for members in groups:
         box = _union_box(stats[members, :4])
-        pad = 0.5 * float(np.median(heights[members]))
-        near = fragments_all[
-            (stats[fragments_all, 0] + stats[fragments_all, 2] > box[0] - pad)
-            & (stats[fragments_all, 0] < box[0] + box[2] + pad)
-            & (stats[fragments_all, 1] + stats[fragments_all, 3] > box[1] - pad)
-            & (stats[fragments_all, 1] < box[1] + box[3] + pad)]
-        blob_ids, height = _group_pieces(stats, members, near, config)
+        pad = 0.5 * percentile(heights[members], 50)
+        near = fragments_all[(fx + fw > box[0] - pad) & (fx < box[0] + box[2] + pad)
+                             & (fy + fh > box[1] - pad) & (fy < box[1] + box[3] + pad)]
+        blob_ids, blob_boxes, height = _group_pieces(stats, members, near, config)
         if not blob_ids or height < config.min_digit_height:
             continue
-        blob_boxes = np.stack([_union_box(stats[ids, :4]) for ids in blob_ids])
         if not single and len(blob_ids) == 1 and blob_boxes[0, 2] <= config.max_line_thickness:
             continue  # a lone stroke no wider than a rule is what a rule left behind
         if not single and on_rule[members].mean() < 0.5 and _looks_printed(blob_boxes, config):
@@ -494,8 +500,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         # Wide for one digit: wider than touch_aspect heights, or than WIDE_BLOB typical blobs.
         min_width = config.touch_aspect * height
         if len(blob_ids) >= 3:
-            min_width = min(min_width, WIDE_BLOB * float(np.median(blob_boxes[:, 2])))
-        blobs = [_build_blob(ids, stats, labels, dark, height, min_width, frame) for ids in blob_ids]
+            min_width = min(min_width, WIDE_BLOB * percentile(blob_boxes[:, 2], 50))
+        blobs = [_build_blob(ids, blob_box, stats, labels, dark, height, min_width, frame)
+                 for ids, blob_box in zip(blob_ids, blob_boxes)]
         blobs = [b for b in blobs if b is not None]
         if not blobs:
             continue

@@ -72,10 +72,12 @@ def test_input_is_not_mutated_and_must_be_2d():
 
 
 def test_percentile_matches_numpy():
-    from pipeline.normalize import _percentile
+    from pipeline.normalize import percentile
 
     rng = np.random.default_rng(4)
     for size in (1, 2, 3, 10, 301):
         values = rng.random(size).astype(np.float32)
-        for q in (0, 37.5, 60, 100):
-            assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-6)
+        heights = rng.integers(5, 90, size)  # box sizes, as segment measures them
+        for q in (0, 37.5, 50, 60, 75, 100):
+            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-6)
+            assert percentile(heights, q) == float(np.percentile(heights, q))
