@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.classify import CLASS_NAMES, DIGIT_CLASSES, REJECT_CLASS
 from pipeline.config import FlagConfig
-from pipeline.segment import SEGMENT_REASONS, Box, Candidate, PageLayout
+from pipeline.segment import SEGMENT_REASONS, Box, PageLayout
 
 LOW_CONFIDENCE = "low_confidence"  # a digit below FlagConfig.min_digit_confidence
 NOT_A_DIGIT = "not_a_digit"  # the model rejected a full-size blob inside the field
@@ -54,23 +54,12 @@ class FieldReading:
     digits: tuple[DigitReading, ...]
 
 
-def _reading_score(rows: np.ndarray) -> float:
-    """Mean log-probability of each candidate's best digit, less CUT_PENALTY per cut."""
-    best = np.maximum(rows[:, :REJECT_CLASS].max(axis=1), PROB_FLOOR)
-    return float(np.log(best).mean()) - CUT_PENALTY * (rows.shape[0] - 1)
-
-
 def _union(boxes: list[Box]) -> Box:
     x0 = min(b[0] for b in boxes)
     y0 = min(b[1] for b in boxes)
     x1 = max(b[0] + b[2] for b in boxes)
     y1 = max(b[1] + b[3] for b in boxes)
     return (x0, y0, x1 - x0, y1 - y0)
-
-
-def _digit(candidate: Candidate, row: np.ndarray) -> DigitReading:
-    label = int(np.argmax(row[:REJECT_CLASS]))
-    return DigitReading(DIGIT_CLASSES[label], float(row[label]), candidate.bbox)
 
 
 def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tuple[FieldReading, ...]:
@@ -95,6 +84,13 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
     expected = sum(len(r) for f in layout.fields for b in f.blobs for r in b.readings)
     if probs.ndim != 2 or probs.shape != (expected, len(CLASS_NAMES)):
         raise ValueError(f"probs must have shape ({expected}, {len(CLASS_NAMES)}) for this layout, got {probs.shape}")
+    # Per candidate, computed for the whole page at once: its likeliest digit, that
+    # digit's probability and log-probability, and whether "not a digit" beats all digits.
+    labels = probs[:, :REJECT_CLASS].argmax(axis=1)
+    best = probs[np.arange(expected), labels]
+    best_log = np.log(np.maximum(best, PROB_FLOOR)).tolist()
+    rejects = (probs.argmax(axis=1) == REJECT_CLASS).tolist()
+    labels, best = labels.tolist(), best.tolist()
     fields = []
     row = 0
     for field in layout.fields:
@@ -104,24 +100,26 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
         rejected_full = split = False
         rejected = pieces = 0  # pieces read (whole blobs or cut pieces), and those rejected
         for blob in field.blobs:
-            spans = []
+            # Each reading scores the mean log-probability of its pieces' best digits,
+            # less CUT_PENALTY per cut; the first best score wins.
+            starts, scores = [], []
             for reading in blob.readings:
-                spans.append((row, row + len(reading)))
+                starts.append(row)
+                scores.append(sum(best_log[row:row + len(reading)]) / len(reading) - CUT_PENALTY * (len(reading) - 1))
                 row += len(reading)
-            scores = [_reading_score(probs[a:b]) for a, b in spans]
-            choice = int(np.argmax(scores))
-            start = spans[choice][0]
-            chosen = probs[start:start + len(blob.readings[choice])]
+            choice = scores.index(max(scores))
+            chosen = range(starts[choice], starts[choice] + len(blob.readings[choice]))
             pieces += len(chosen)
-            if choice == 0 and int(np.argmax(chosen[0])) == REJECT_CLASS:
+            if choice == 0 and rejects[chosen[0]]:
                 rejected += 1
                 rejected_full |= blob.bbox[3] >= FULL_SIZE * median_height
                 continue
             split |= choice > 0
             # A cut piece the model rejects still reads as its likeliest digit (a flagged
             # field shows it), but counts against the field: printed words cut into pieces.
-            rejected += int((chosen.argmax(axis=1) == REJECT_CLASS).sum())
-            digits.extend(_digit(c, row) for c, row in zip(blob.readings[choice], chosen))
+            rejected += sum(rejects[k] for k in chosen)
+            digits.extend(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox)
+                          for candidate, k in zip(blob.readings[choice], chosen))
         if not digits or rejected >= DROP_REJECTED * pieces:
             continue
         found = {
