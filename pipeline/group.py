@@ -10,6 +10,7 @@ mostly rejected is printed text or junk and is not reported at all.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,7 +96,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
     row = 0
     for field in layout.fields:
         heights = [blob.bbox[3] for blob in field.blobs]
-        median_height = float(np.median(heights)) if heights else 0.0
+        median_height = statistics.median(heights) if heights else 0.0
         digits: list[DigitReading] = []
         rejected_full = split = False
         rejected = pieces = 0  # pieces read (whole blobs or cut pieces), and those rejected
