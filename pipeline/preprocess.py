@@ -361,29 +361,25 @@ def _mend(restored: np.ndarray, cleaned: np.ndarray, line: np.ndarray, max_thick
     Crossing: a closing across the line bridges ``cleaned`` ink from one side to the
     other. Touching: the line pixels just beside ink, grown across the line by more than
     it is thick. Only windows around the lines are worked on (rules cover a small share
-    of a page); a vertical line's window is transposed, so the work is written once, for
-    horizontal lines.
+    of a page).
     """
     span = 2 * max_thickness + 3
     reach = max_thickness + 2 * RULE_EDGE
+
+    def across_lines(size: int) -> np.ndarray:
+        """A kernel ``size`` pixels long across the lines, one pixel along them."""
+        return cv2.getStructuringElement(cv2.MORPH_RECT, (size, 1) if vertical else (1, size))
+
     pad = max(span, reach + 1)
-    bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (1, span))
-    step = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 3))
-    across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 2 * reach + 1))
+    bridge, step, across = across_lines(span), across_lines(3), across_lines(2 * reach + 1)
     axis = 0 if vertical else 1  # the axis along the lines
     for band in _bands(line.any(axis=axis), pad):
         x, y, w, h = cv2.boundingRect(line[:, band] if vertical else line[band])
         start, stop = (y, y + h) if vertical else (x, x + w)
         along = slice(max(0, start - pad), stop + pad)  # comb walls span a few rows only
         window = (along, band) if vertical else (band, along)
-
-        def take(image: np.ndarray) -> np.ndarray:
-            part = image[window]
-            return np.ascontiguousarray(part.T if vertical else part)
-
-        on_line = take(line)
-        crossed = cv2.morphologyEx(take(cleaned), cv2.MORPH_CLOSE, bridge) & on_line
-        ink = take(restored) | crossed
+        on_line = line[window]
+        crossed = cv2.morphologyEx(cleaned[window], cv2.MORPH_CLOSE, bridge) & on_line
+        ink = restored[window] | crossed
         contact = cv2.dilate(ink, step) & on_line
-        mended = ink | (cv2.dilate(contact, across) & on_line)
-        restored[window] = mended.T if vertical else mended
+        restored[window] = ink | (cv2.dilate(contact, across) & on_line)

@@ -257,7 +257,7 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     group_of = _union_find(pieces.size, *np.nonzero(np.triu(stacked, 1)))
     # Each group's pieces and union box at once: sorted by group, cut where the group changes.
     by_group = np.argsort(group_of, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(group_of[by_group]) != 0])
+    starts = np.flatnonzero(np.diff(group_of[by_group], prepend=-1))
     groups = np.split(pieces[by_group], starts[1:])
     x0, y0 = np.minimum.reduceat(x[by_group], starts), np.minimum.reduceat(y[by_group], starts)
     x1 = np.maximum.reduceat((x + w)[by_group], starts)
@@ -373,12 +373,11 @@ class _Frame:
 
 def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidate | None:
     """A candidate from a piece of ink whose top-left pixel is (row0, col0) on the levelled page."""
-    rows = ink.any(axis=1).nonzero()[0]
-    if rows.size == 0:
+    left, top, width, height = cv2.boundingRect((ink > 0).view(np.uint8))
+    if width == 0:
         return None
-    cols = ink.any(axis=0).nonzero()[0]
-    piece = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    box = frame.box(col0 + cols[0], row0 + rows[0], piece.shape[1], piece.shape[0])
+    piece = ink[top:top + height, left:left + width]
+    box = frame.box(col0 + left, row0 + top, width, height)
     side = max(piece.shape)
     if side > NORMALIZE_SIDE:
         # normalize_digit's stroke measure costs time in proportion to the area.
