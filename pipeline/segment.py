@@ -301,7 +301,7 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
 
 
 def _cut_columns(profile: np.ndarray, windows: list[tuple[float, float]]) -> list[int] | None:
-    """One cut column per window (shares of the width): the column with least ink, nearest the window centre."""
+    """One cut column per window (shares of the width): the column lowest in ``profile``, nearest the window centre."""
     width = profile.size
     cuts = []
     for start, stop in windows:
@@ -320,12 +320,18 @@ def _cut_hypotheses(ink: np.ndarray, height: float, min_width: float) -> list[li
 
     Two pieces (cut near the middle), then 3 to MAX_PIECES evenly spaced
     pieces while the blob is wide enough for them (PIECE_WIDTH digit heights each).
-    Cuts fall on the column with the least ink near where a boundary is expected.
+    Cuts fall near where a boundary is expected, on the column whose ink spans the fewest
+    rows: the waist where two digits touch. Not the column with the fewest ink pixels:
+    touching loops ("00") meet in a nearly solid column, while a loop's inside has only
+    its top and bottom.
     """
     width = ink.shape[1]
     if width < min_width:
         return []
-    profile = (ink > 0).sum(axis=0)
+    inked = ink > 0
+    first = inked.argmax(axis=0)
+    last = inked.shape[0] - 1 - inked[::-1].argmax(axis=0)
+    profile = np.where(inked.any(axis=0), last - first + 1, 0)
     plans = [[(0.3, 0.7)]]
     for pieces in range(3, MAX_PIECES + 1):
         if width < (pieces - 1) * PIECE_WIDTH * height:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import PageLayout, _link_rows, layout_crops, segment_page
+from pipeline.segment import PageLayout, _cut_hypotheses, _link_rows, layout_crops, segment_page
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -142,6 +142,22 @@ def test_touching_pair_gets_a_cut_hypothesis():
     wide = blobs[1]
     assert len(wide.readings[0]) == 1
     assert any(len(reading) == 2 for reading in wide.readings[1:])
+
+
+def test_touching_zeros_are_cut_where_they_meet():
+    # Two rings overlapping by two columns: where they meet, their sides make a short but
+    # nearly solid column of ink; inside each ring a column has only the top and bottom.
+    ink = np.zeros((40, 68), np.float32)
+    cv2.circle(ink, (20, 20), 12, 1.0, 4)
+    cv2.circle(ink, (47, 20), 12, 1.0, 4)
+    meet = 33.5
+    inside_ring = (ink[:, 20] > 0).sum()
+    assert inside_ring < (ink[:, 33] > 0).sum()  # fewer ink pixels inside a ring than where they meet
+    options = _cut_hypotheses(ink, height=28.0, min_width=30.0)
+    halves = [pieces for pieces in options if len(pieces) == 2]
+    assert len(halves) == 1
+    (_, cut), _ = halves[0]
+    assert abs(cut - meet) <= 2
 
 
 def test_broken_five_is_one_candidate():
