@@ -3,8 +3,9 @@
 Only this module writes report files. Keys and columns are declared once, here, and
 tests check against them. Every report is written to a temporary file in the same
 folder and renamed over the old one (``os.replace``), so a run killed at any moment
-leaves the previous good report in place (field images: see ``write_field_image``). CSV cells a spreadsheet would run as a formula are
-neutralized with a leading ``'``; read numbers such as ``"0451"`` stay strings.
+leaves the previous good report in place (field images: see ``write_field_image``).
+CSV cells a spreadsheet would run as a formula are neutralized with a leading ``'``;
+read numbers such as ``"0451"`` stay strings.
 
 ``report.json``::
 

@@ -301,7 +301,8 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
 
 
 def _cut_columns(profile: np.ndarray, windows: list[tuple[float, float]]) -> list[int] | None:
-    """One cut column per window (shares of the width): the column lowest in ``profile``, nearest the window centre."""
+    """One cut column per window (shares of the width): the column lowest in ``profile``,
+    nearest the window centre."""
     width = profile.size
     cuts = []
     for start, stop in windows:
