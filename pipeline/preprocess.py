@@ -246,18 +246,13 @@ def _on_page(small: np.ndarray, mask: np.ndarray, factor: int, vertical: bool) -
     """
     page = np.zeros_like(mask)
     rows, cols = mask.shape
-    for band in _bands(small.any(axis=0 if vertical else 1), 1):
-        x, y, w, h = cv2.boundingRect(small[:, band] if vertical else small[band])
-        if vertical:
-            r0, r1, c0, c1 = y, y + h, band.start, min(band.stop, small.shape[1])
-        else:
-            r0, r1, c0, c1 = band.start, min(band.stop, small.shape[0]), x, x + w
-        window = small[r0:r1, c0:c1]
+    for row_span, col_span in _line_windows(small, 1, vertical):
         # A window at the small page's far edge also covers the rows and columns
         # ``_shrink`` left out.
-        top, left = r0 * factor, c0 * factor
-        bottom = rows if r1 == small.shape[0] else r1 * factor
-        right = cols if c1 == small.shape[1] else c1 * factor
+        top, left = row_span.start * factor, col_span.start * factor
+        bottom = rows if row_span.stop == small.shape[0] else row_span.stop * factor
+        right = cols if col_span.stop == small.shape[1] else col_span.stop * factor
+        window = small[row_span, col_span]
         big = _enlarge(window, (bottom - top, right - left), factor) if factor > 1 else window
         page[top:bottom, left:right] = big & mask[top:bottom, left:right]
     return page
@@ -353,6 +348,22 @@ def _bands(profile: np.ndarray, pad: int) -> list[slice]:
             for start, stop in zip(np.r_[at[0], at[breaks + 1]], np.r_[at[breaks], at[-1]])]
 
 
+def _line_windows(lines: np.ndarray, pad: int, vertical: bool) -> list[tuple[slice, slice]]:
+    """(rows, columns) windows around the lines of a mask, clipped to it: bands across the
+    lines (``_bands``), each cut to its lines' extent along them (comb walls span a few
+    rows only) widened by ``pad``."""
+    rows, cols = lines.shape
+    length, breadth = (rows, cols) if vertical else (cols, rows)
+    windows = []
+    for band in _bands(lines.any(axis=0 if vertical else 1), pad):
+        x, y, w, h = cv2.boundingRect(lines[:, band] if vertical else lines[band])
+        start, stop = (y, y + h) if vertical else (x, x + w)
+        along = slice(max(0, start - pad), min(stop + pad, length))
+        across = slice(band.start, min(band.stop, breadth))
+        windows.append((along, across) if vertical else (across, along))
+    return windows
+
+
 def _mend(restored: np.ndarray, cleaned: np.ndarray, line: np.ndarray, max_thickness: int,
           vertical: bool) -> None:
     """Put back, in ``restored`` (written in place), the pixels of ``line`` that strokes
@@ -372,12 +383,7 @@ def _mend(restored: np.ndarray, cleaned: np.ndarray, line: np.ndarray, max_thick
 
     pad = max(span, reach + 1)
     bridge, step, across = across_lines(span), across_lines(3), across_lines(2 * reach + 1)
-    axis = 0 if vertical else 1  # the axis along the lines
-    for band in _bands(line.any(axis=axis), pad):
-        x, y, w, h = cv2.boundingRect(line[:, band] if vertical else line[band])
-        start, stop = (y, y + h) if vertical else (x, x + w)
-        along = slice(max(0, start - pad), stop + pad)  # comb walls span a few rows only
-        window = (along, band) if vertical else (band, along)
+    for window in _line_windows(line, pad, vertical):
         on_line = line[window]
         crossed = cv2.morphologyEx(cleaned[window], cv2.MORPH_CLOSE, bridge) & on_line
         ink = restored[window] | crossed
