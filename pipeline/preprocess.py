@@ -31,11 +31,19 @@ LINE_FACTOR = 2
 RULE_FAINT = 0.75
 # Rows (on the shrunk page) between a comb wall's end and its rule: blur and antialiasing only.
 WALL_REACH = 1
+# Rows (on the shrunk page) a wall may run on past its rule, out of the box: a drawn
+# box's corners overshoot, where a digit's stroke stops short of the rule inside.
+WALL_OVERSHOOT = 3
 # Pixels beside a found rule also belong to it (antialiasing, residual skew).
 RULE_EDGE = 2
 # A horizontal run shorter than the tallest digit is a rule only when it is at least this
 # many times as long as the ink it lies in is tall: a 4's or 7's bar is shorter than its digit.
 RULE_ASPECT = 1.2
+# ... and, when that ink is taller than a rule, bare in this share of its columns:
+RULE_BARE = 0.25
+# ... that is, without ink in the rows beyond the RULE_HALO rows (of the shrunk page)
+# next to it, which are still the rule's own blurred edge.
+RULE_HALO = 2
 # The best angle must sharpen the row profile by this factor over the page as it is:
 # rules and text lines do it by far more, a handful of digits by chance only.
 SKEW_GAIN = 1.1
@@ -191,7 +199,7 @@ class RuledLines:
 
 
 def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int,
-               tallest_digit: int) -> RuledLines:
+               tallest_digit: int, print_nearby: bool = True) -> RuledLines:
     """Ruled lines of a page.
 
     ``dark`` is the (M, N) uint8 darkness and ``level`` its ink threshold. Rules are
@@ -204,7 +212,9 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
       wall joining two horizontal rules (comb boxes, table cells);
     - a horizontal run is a rule when it is longer than ``tallest_digit``, or at least
       ``min_length`` and wider than the ink it lies in is tall (RULE_ASPECT): a bar
-      inside a digit is shorter than the digit is tall, an underline is not.
+      inside a digit is shorter than the digit is tall, an underline is not. On a page
+      that may hold print (``print_nearby``) it must also show bare between the strokes
+      on it, or it is the bridged feet of a printed word (see ``_rules``).
 
     Rules are large: they are searched at half resolution.
     """
@@ -227,7 +237,7 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
     vertical &= ~cv2.morphologyEx(vertical, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick, 1)))
-    horizontal, rules = _rules(horizontal, ink_mask(small, faint) & ~vertical, long_length)
+    horizontal, rules = _rules(horizontal, ink_mask(small, faint) & ~vertical, long_length, thick, print_nearby)
     if rules.shape[0]:
         vertical |= _comb_walls(runs((1, max(3, length // 3)), (1, gap)) & ~vertical, horizontal, thick)
     # A rule a hair off level or antialiased loses its edge pixels to the opening: the ink
@@ -277,11 +287,16 @@ def _painted(labels: np.ndarray, stats: np.ndarray, keep: np.ndarray) -> np.ndar
     return out
 
 
-def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int) -> tuple[np.ndarray, np.ndarray]:
+def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int, thick: int,
+           print_nearby: bool) -> tuple[np.ndarray, np.ndarray]:
     """The ``horizontal`` runs that are rules, and their (R, 4) (x, y, w, h) boxes.
 
     Runs shorter than ``long_length`` must be at least RULE_ASPECT times as long as the
-    tallest ``ink`` component they touch is tall; shorter ones are bars of digits.
+    tallest ``ink`` component they touch is tall; shorter ones are bars of digits. With
+    ``print_nearby``, where that ink is taller than a rule (``thick``), the run must also
+    be bare (no ink just above or below it) in RULE_BARE of its columns: a rule shows
+    between and beside the digits written on it, while the blur bridges the feet of a
+    printed word into a run that has letters over all its ink.
     """
     count, runs_of, stats = components(horizontal)
     keep = np.ones(count, bool)
@@ -295,6 +310,11 @@ def _rules(horizontal: np.ndarray, ink: np.ndarray, long_length: int) -> tuple[n
             touched = touched[touched > 0]
             tallest = ink_stats[touched, 3].max() if touched.size else 0
             keep[index] = w >= RULE_ASPECT * tallest
+            if print_nearby and keep[index] and tallest > thick:
+                above = ink[max(0, y - RULE_HALO - thick):max(0, y - RULE_HALO), x:x + w]
+                below = ink[y + h + RULE_HALO:y + h + RULE_HALO + thick, x:x + w]
+                around = above.any(axis=0) | below.any(axis=0)
+                keep[index] = (ink[y:y + h, x:x + w].any(axis=0) & ~around).mean() >= RULE_BARE
     return _painted(runs_of, stats, keep), stats[keep, :4].astype(np.int64)
 
 
@@ -304,15 +324,17 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     A wall touches both rules; a digit's stroke that only comes close to them does not
     (digits in comb cells often fill the cell to within a few pixels of its top rule).
     """
-    near = cv2.dilate(horizontal, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 2 * WALL_REACH + 1)))
+    reach = np.ones((WALL_REACH + WALL_OVERSHOOT + 1, 3), np.uint8)
+    near_top = cv2.dilate(horizontal, reach, anchor=(1, WALL_REACH))
+    near_bottom = cv2.dilate(horizontal, reach, anchor=(1, WALL_OVERSHOOT))
     count, labels, stats = components(ticks)
     x, y, w, h = (stats[:, k] for k in range(4))
     top = np.zeros(count, bool)
     bottom = np.zeros(count, bool)
     for offset in range(thick + 1):  # the columns of a tick thin enough to be a wall
-        column = np.minimum(x + offset, near.shape[1] - 1)
-        top |= (offset < w) & (near[y, column] > 0)
-        bottom |= (offset < w) & (near[y + h - 1, column] > 0)
+        column = np.minimum(x + offset, horizontal.shape[1] - 1)
+        top |= (offset < w) & (near_top[y, column] > 0)
+        bottom |= (offset < w) & (near_bottom[y + h - 1, column] > 0)
     keep = (w <= thick + 1) & top & bottom
     keep[0] = False
     return _painted(labels, stats, keep)

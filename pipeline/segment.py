@@ -63,6 +63,9 @@ MERGED_HEIGHT = 1.4
 PRINTED_SHARE = 0.6
 # ... and at least this many pieces on that baseline.
 PRINTED_MIN = 3
+# Steepest baseline slope (rows per column) taken for print: about the half degree that
+# deskewing may leave.
+PRINTED_LEAN = 0.01
 # Small digits (trailing zeros written small) keep at least this share of the field's
 # digit height in both directions; punctuation is thinner or flatter.
 SMALL_DIGIT = 0.28
@@ -291,8 +294,17 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
     count = boxes.shape[0]
     if count < 3 or config.printed_tolerance <= 0:
         return False
-    bottoms = boxes[:, 1] + boxes[:, 3]
-    on_baseline = np.abs(bottoms - percentile(bottoms, 50)) <= config.printed_tolerance
+    bottoms = (boxes[:, 1] + boxes[:, 3]).astype(np.float64)
+    centres = boxes[:, 0] + boxes[:, 2] / 2.0
+    # A line of print may lean by what deskewing left (a pixel step along it): its slope
+    # is the median of the pairwise slopes (Theil-Sen), which descenders do not pull.
+    # Handwriting drifts more; a steeper slope is measured against a level baseline.
+    pairs_i, pairs_j = np.triu_indices(count, 1)
+    run = centres[pairs_j] - centres[pairs_i]
+    slopes = (bottoms[pairs_j] - bottoms[pairs_i])[run > 0] / run[run > 0]
+    slope = percentile(slopes, 50) if slopes.size else 0.0
+    level = bottoms - slope * centres if abs(slope) <= PRINTED_LEAN else bottoms
+    on_baseline = np.abs(level - percentile(level, 50)) <= config.printed_tolerance
     heights = np.sort(boxes[:, 3].astype(np.float64))
     distinct = 1 + int((np.diff(heights) > config.printed_tolerance).sum())
     # Two handwritten digits of one height on one baseline happen by chance; three do not.
@@ -459,8 +471,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         mask = preprocess.ink_mask(dark, level)
         inverse = cv2.invertAffineTransform(matrix)
     frame = _Frame(inverse, cols, rows)
+    # A cut-out field holds no print: digits filling it leave a rule no bare stretch.
     lines = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness,
-                                  config.max_digit_height)
+                                  config.max_digit_height, print_nearby=not single)
     clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
     _, labels, stats = preprocess.components(clean)
     stats = stats[1:].astype(np.int64)  # label k + 1 is row k

@@ -146,3 +146,26 @@ def test_components_label_more_pieces_than_uint16_holds():
     block[100:500, 100:500] = 255  # 160,000 ink pixels, one piece
     count, labels, stats = preprocess.components(block)
     assert count == 2 and stats[1, 4] == 160_000 and labels[300, 300] == 1
+
+
+
+def test_comb_walls_that_overshoot_their_rules_are_walls():
+    dark = np.zeros((600, 700), np.uint8)  # large enough to be searched at half size
+    cv2.line(dark, (20, 160), (380, 160), 230, 2)
+    cv2.line(dark, (20, 240), (380, 240), 230, 2)
+    for x in range(20, 381, 60):
+        cv2.line(dark, (x, 156), (x, 244), 230, 2)  # drawn past both rules, as box corners are
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[200, 20] == 255 and lines.vertical[200, 80] == 255
+
+
+def test_feet_of_a_bold_printed_word_are_not_a_rule():
+    dark = np.zeros((600, 700), np.uint8)
+    cv2.putText(dark, "Claim Form", (30, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, 230, 4, cv2.LINE_AA)
+    cv2.line(dark, (330, 350), (430, 350), 230, 2)  # a short underline under a "1" ...
+    cv2.line(dark, (380, 300), (380, 348), 230, 3)  # ... whose stroke stands on it
+    lines = preprocess.find_lines(dark, 100, 70, 6, 250)
+    assert not lines.horizontal[:200].any()
+    assert lines.horizontal[350, 340] == 255 and lines.horizontal[350, 420] == 255
+    # A cut-out field holds no print: there the test is not made.
+    assert preprocess.find_lines(dark, 100, 70, 6, 250, print_nearby=False).horizontal[:200].any()

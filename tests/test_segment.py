@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import PageLayout, _cut_hypotheses, _link_rows, layout_crops, segment_page
+from pipeline.segment import PageLayout, _cut_hypotheses, _link_rows, _looks_printed, layout_crops, segment_page
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -285,3 +285,22 @@ def test_short_piece_within_its_neighbours_rows_links_to_them():
     labels = _link_rows(boxes, np.full(4, -1), 1.5)
     assert labels[0] == labels[1] == labels[2]
     assert labels[3] != labels[0]
+
+
+
+def test_bold_printed_heading_is_not_a_digit_field():
+    page = blank(600, 900)
+    cv2.putText(page, "Claim Form", (40, 80), cv2.FONT_HERSHEY_DUPLEX, 1.2, 30, 4, cv2.LINE_AA)
+    boxes = write(page, "418", 300, 320)
+    layout = segment_page(noisy(page, 5), CONFIG)
+    assert len(layout.fields) == 1
+    assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
+
+
+def test_a_line_of_print_may_lean_a_pixel_but_handwriting_drifting_more_is_not_print():
+    # Capitals of one height whose baseline steps up one pixel halfway, as deskewing leaves it.
+    caps = np.array([(20 + 18 * k, 57 + (k >= 5), 15, 18) for k in range(11)])
+    assert _looks_printed(caps, CONFIG)
+    # Digits of one height sinking about a pixel a digit: steeper than print leans.
+    digits = np.array([(280 + 40 * k, 602 + k // 2 * 2 - k % 2, 28, 33) for k in range(6)])
+    assert not _looks_printed(digits, CONFIG)
