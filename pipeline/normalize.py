@@ -25,6 +25,8 @@ CORE_PERCENTILE = 60
 # are thickened or thinned to its edge, so a thin pen at 600 dpi or a felt marker at
 # 150 dpi both look like MNIST's.
 STROKE_BAND = (1.9, 4.8)
+# Percentile of a digit's stroke widths (along its skeleton) taken for its thinnest strokes.
+THIN_STROKES = 10
 
 
 def percentile(values: np.ndarray, q: float) -> float:
@@ -80,10 +82,20 @@ def _adjust_stroke(ink: np.ndarray, scale: float) -> np.ndarray:
     radius = int(round(abs(target - width) / (2.0 * scale)))
     if radius == 0:
         return ink
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     if width < low:
-        return cv2.dilate(ink, kernel)
-    thinned = cv2.erode(ink, kernel)
+        return cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    # Never erase part of a digit: a felt-tip 6 whose loop is filled has a mean stroke far
+    # wider than its stem, and eroding to that width wipes the stem off. The erosion
+    # stops where its thinnest strokes (THIN_STROKES of the skeleton's widths) would fall
+    # below the band.
+    from skimage.morphology import skeletonize
+
+    half_widths = cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, 3)[skeletonize(mask)]
+    thinnest = 2.0 * percentile(half_widths, THIN_STROKES) if half_widths.size else 0.0
+    radius = min(radius, int((thinnest - low / scale) / 2.0))
+    if radius <= 0:
+        return ink
+    thinned = cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
     # Never erase a digit: keep the original if thinning would remove most of it.
     return thinned if (thinned > 0.5).sum() >= 0.25 * mask.sum() else ink
 

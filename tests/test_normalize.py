@@ -48,6 +48,17 @@ def test_thin_and_thick_strokes_are_brought_into_band():
         assert STROKE_BAND[0] - 0.8 <= width <= STROKE_BAND[1] + 0.8, (thickness, width)
 
 
+def test_thinning_a_felt_tip_digit_keeps_its_thin_parts():
+    # A 6 whose loop the felt tip filled: a wide blob and a thin stem over it. Eroding
+    # to the blob's mean width would wipe the stem off and leave a lump.
+    ink = np.zeros((90, 60), np.float32)
+    cv2.circle(ink, (30, 62), 20, 1.0, -1)
+    cv2.line(ink, (26, 44), (44, 6), 1.0, 5)
+    crop = normalize_digit(ink)
+    rows = np.flatnonzero(crop.max(axis=1) > 0.5)
+    assert rows[-1] - rows[0] + 1 >= 0.9 * BOX_SIZE
+
+
 def test_blank_and_degenerate_inputs_give_empty_crops():
     for ink in (np.zeros((30, 30)), np.zeros((1, 1)), np.zeros((0, 5)), np.full((4, 4), np.nan)):
         crop = normalize_digit(ink)
