@@ -288,9 +288,10 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
 
 
 def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
-    """Typeset text: three or more pieces, most on one exact baseline, in few exact heights
-    (a font's cap and x heights). Only for pieces not standing on a rule: a rule cuts the
-    digits written on it to one flat baseline too."""
+    """Typeset text: three or more pieces, most on one exact baseline (level, or leaning
+    by at most PRINTED_LEAN), in few exact heights (a font's cap and x heights). Only for
+    pieces not standing on a rule: a rule cuts the digits written on it to one flat
+    baseline too."""
     count = boxes.shape[0]
     if count < 3 or config.printed_tolerance <= 0:
         return False
