@@ -55,25 +55,34 @@ def _tight_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
     return row, row + height, col, col + width
 
 
-def estimate_stroke_width(mask: np.ndarray) -> float:
+def estimate_stroke_width(mask: np.ndarray, skeleton: np.ndarray | None = None) -> float:
     """Mean stroke width of a binary (M, N) mask, in its own pixels.
 
-    Ink area divided by the length of its medial axis; 0.0 for an empty mask.
+    Ink area divided by the length of its medial axis (``skeleton``, computed when not
+    given); 0.0 for an empty mask.
     """
-    from skimage.morphology import skeletonize
-
     mask = np.asarray(mask, dtype=bool)
     area = cv2.countNonZero(mask.view(np.uint8))
     if area == 0:
         return 0.0
-    length = cv2.countNonZero(skeletonize(mask).view(np.uint8))
-    return area / max(length, 1)
+    if skeleton is None:
+        from skimage.morphology import skeletonize
+
+        skeleton = skeletonize(mask)
+    return area / max(cv2.countNonZero(skeleton.view(np.uint8)), 1)
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _adjust_stroke(ink: np.ndarray, scale: float) -> np.ndarray:
     """Thicken or thin ``ink`` so its stroke, seen at ``scale``, falls in STROKE_BAND."""
+    from skimage.morphology import skeletonize
+
     mask = ink > 0.5
-    width = estimate_stroke_width(mask) * scale
+    skeleton = skeletonize(mask)
+    width = estimate_stroke_width(mask, skeleton) * scale
     low, high = STROKE_BAND
     if width == 0.0 or low <= width <= high:
         return ink
@@ -83,19 +92,17 @@ def _adjust_stroke(ink: np.ndarray, scale: float) -> np.ndarray:
     if radius == 0:
         return ink
     if width < low:
-        return cv2.dilate(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        return cv2.dilate(ink, _disc(radius))
     # Never erase part of a digit: a felt-tip 6 whose loop is filled has a mean stroke far
     # wider than its stem, and eroding to that width wipes the stem off. The erosion
     # stops where its thinnest strokes (THIN_STROKES of the skeleton's widths) would fall
     # below the band.
-    from skimage.morphology import skeletonize
-
-    half_widths = cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, 3)[skeletonize(mask)]
+    half_widths = cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, 3)[skeleton]
     thinnest = 2.0 * percentile(half_widths, THIN_STROKES) if half_widths.size else 0.0
     radius = min(radius, int((thinnest - low / scale) / 2.0))
     if radius <= 0:
         return ink
-    thinned = cv2.erode(ink, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    thinned = cv2.erode(ink, _disc(radius))
     # Never erase a digit: keep the original if thinning would remove most of it.
     return thinned if (thinned > 0.5).sum() >= 0.25 * mask.sum() else ink
 
