@@ -196,6 +196,7 @@ class RuledLines:
     horizontal: np.ndarray  # (M, N) uint8, 255 on horizontal rules
     vertical: np.ndarray  # (M, N) uint8, 255 on vertical rules and comb walls
     rules: np.ndarray  # (R, 4) int64: (x, y, w, h) of each horizontal rule
+    columns: np.ndarray  # (C, 4) int64: (x, y, w, h) of each table column or frame side
 
 
 def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int,
@@ -243,9 +244,10 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
     # A rule a hair off level or antialiased loses its edge pixels to the opening: the ink
     # within RULE_EDGE pixels of it belongs to it too (grown on the small page, for speed).
     grow = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * max(1, RULE_EDGE // factor) + 1,) * 2)
+    columns = _columns(vertical, rules, long_length, thick)
     horizontal, vertical = cv2.dilate(horizontal, grow), cv2.dilate(vertical, grow)
     return RuledLines(_on_page(horizontal, mask, factor, vertical=False),
-                      _on_page(vertical, mask, factor, vertical=True), rules * factor)
+                      _on_page(vertical, mask, factor, vertical=True), rules * factor, columns * factor)
 
 
 def _on_page(small: np.ndarray, mask: np.ndarray, factor: int, vertical: bool) -> np.ndarray:
@@ -338,6 +340,24 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     keep = (w <= thick + 1) & top & bottom
     keep[0] = False
     return _painted(labels, stats, keep)
+
+
+def _columns(vertical: np.ndarray, rules: np.ndarray, long_length: int, thick: int) -> np.ndarray:
+    """(C, 4) boxes of the ``vertical`` rules that part what lies on either side: longer
+    than ``long_length``, or running on through a rule of ``rules`` that long, as a
+    table's columns do from row to row. A comb's walls stop at its rules; shorter runs
+    (security print's waves) do not make a wall a column.
+    """
+    stats = components(vertical)[2][1:, :4].astype(np.int64)
+    if stats.shape[0] == 0 or rules.shape[0] == 0:
+        return stats[stats[:, 3] >= long_length]
+    x, y, w, h = (stats[:, k][:, None] for k in range(4))
+    rx, ry, rw, rh = (rules[:, k][None, :] for k in range(4))
+    centre = x + w // 2
+    margin = thick + WALL_OVERSHOOT
+    crossed = (rx <= centre) & (centre < rx + rw) & (ry > y + margin) & (ry + rh < y + h - margin)
+    crossed &= rw >= long_length
+    return stats[(stats[:, 3] >= long_length) | crossed.any(axis=1)]
 
 
 def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.ndarray:

@@ -151,12 +151,14 @@ def _union_find(count: int, pairs_i: np.ndarray, pairs_j: np.ndarray) -> np.ndar
     return np.unique(roots, return_inverse=True)[1]
 
 
-def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float) -> np.ndarray:
+def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float, columns: np.ndarray) -> np.ndarray:
     """Field label of each piece (rows of (x, y, w, h) ``boxes``).
 
     Pieces side by side, of similar height, link when closer than ``gap`` digit heights,
-    or closer than RULE_GAP heights when they stand on the same rule (``rule_of``, -1
-    for none): the digits of a comb row or an underline belong together.
+    or closer than RULE_GAP heights of the taller when they stand on the same rule
+    (``rule_of``, -1 for none): the digits of a comb row or an underline belong together,
+    a broken digit's short piece included. A table column (row of ``columns``,
+    (x, y, w, h)) standing between two pieces, across both, parts them however close.
     """
     x, y, w, h = (boxes[:, k].astype(np.float64) for k in range(4))
     overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
@@ -168,8 +170,17 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float) -> np.ndarray
     # A piece of a broken digit is short, but lies within the rows of the digits beside it.
     inside = overlap >= shorter - PIECE_SLACK * taller
     linked = (overlap >= ROW_OVERLAP * shorter) & ((taller <= HEIGHT_RATIO * shorter) | inside)
-    linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * mean_height))
+    linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * taller))
     pairs_i, pairs_j = np.nonzero(np.triu(linked, 1))
+    if columns.shape[0] and pairs_i.size:
+        left = np.minimum(x + w, (x + w)[:, None])[pairs_i, pairs_j][:, None]
+        right = np.maximum(x, x[:, None])[pairs_i, pairs_j][:, None]
+        top = np.maximum(y, y[:, None])[pairs_i, pairs_j][:, None]
+        bottom = np.minimum(y + h, (y + h)[:, None])[pairs_i, pairs_j][:, None]
+        cx, cy, cw, ch = (columns[:, k][None, :].astype(np.float64) for k in range(4))
+        centre = cx + cw / 2.0
+        parted = (left <= centre) & (centre <= right) & (cy <= top) & (cy + ch >= bottom)
+        pairs_i, pairs_j = pairs_i[~parted.any(axis=1)], pairs_j[~parted.any(axis=1)]
     return _union_find(x.size, pairs_i, pairs_j)
 
 
@@ -496,7 +507,7 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         fragments_all = np.concatenate([fragments_all, tall[~sized]])
     else:
         rule_of = _rule_under(stats[tall, :4], lines.rules)
-        field_of = _link_rows(stats[tall, :4], rule_of, config.field_gap)
+        field_of = _link_rows(stats[tall, :4], rule_of, config.field_gap, lines.columns)
         groups = []
         for label in np.unique(field_of):
             in_field = field_of == label

@@ -159,6 +159,23 @@ def test_comb_walls_that_overshoot_their_rules_are_walls():
     assert lines.vertical[200, 20] == 255 and lines.vertical[200, 80] == 255
 
 
+def test_table_columns_run_through_rules_and_comb_walls_stop_at_them():
+    dark = np.zeros((300, 700), np.uint8)
+    for y in (20, 80, 140):
+        cv2.line(dark, (20, y), (300, y), 230, 2)  # a table's rows
+    for x in (20, 160, 300):
+        cv2.line(dark, (x, 20), (x, 140), 230, 2)  # its columns, through the middle rule
+    cv2.line(dark, (360, 180), (680, 180), 230, 2)  # a comb's rules
+    cv2.line(dark, (360, 250), (680, 250), 230, 2)
+    for x in range(360, 681, 64):
+        cv2.line(dark, (x, 180), (x, 250), 230, 2)  # its walls
+    lines = preprocess.find_lines(dark, 100, 70, 6, 100)
+    assert lines.vertical[215, 424] == 255  # comb walls are lines to remove...
+    centres = sorted(int(x + w // 2) for x, y, w, h in lines.columns)
+    assert len(centres) == 3  # ... but only the table's columns part what is beside them
+    assert all(abs(c - x) <= 2 for c, x in zip(centres, (20, 160, 300)))
+
+
 def test_feet_of_a_bold_printed_word_are_not_a_rule():
     dark = np.zeros((600, 700), np.uint8)
     cv2.putText(dark, "Claim Form", (30, 120), cv2.FONT_HERSHEY_DUPLEX, 1.2, 230, 4, cv2.LINE_AA)

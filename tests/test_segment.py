@@ -288,9 +288,41 @@ def test_short_piece_within_its_neighbours_rows_links_to_them():
     # Two 60-px digits and, between them, a 22-px piece of a broken digit lying inside their
     # rows; far to the right, a lone 22-px mark level with the digits' tops.
     boxes = np.array([[100, 100, 40, 60], [150, 120, 8, 22], [170, 100, 40, 60], [400, 90, 20, 22]])
-    labels = _link_rows(boxes, np.full(4, -1), 1.5)
+    labels = _link_rows(boxes, np.full(4, -1), 1.5, np.zeros((0, 4), np.int64))
     assert labels[0] == labels[1] == labels[2]
     assert labels[3] != labels[0]
+
+
+def test_a_broken_digits_piece_on_a_comb_rule_links_across_its_cell():
+    # Digits 60 px tall on one rule; a broken digit's 30-px piece 80 px beyond the first:
+    # further than RULE_GAP of the pair's mean height, within RULE_GAP of the digit's.
+    boxes = np.array([[100, 100, 40, 60], [220, 130, 30, 30], [330, 100, 40, 60]])
+    labels = _link_rows(boxes, np.zeros(3, np.int64), 1.5, np.zeros((0, 4), np.int64))
+    assert labels[0] == labels[1] == labels[2]
+
+
+def test_a_table_column_parts_the_numbers_on_either_side():
+    boxes = np.array([[100, 100, 40, 60], [150, 100, 40, 60], [230, 100, 40, 60], [280, 100, 40, 60]])
+    column = np.array([[208, 40, 2, 300]])
+    labels = _link_rows(boxes, np.zeros(4, np.int64), 1.5, column)
+    assert labels[0] == labels[1] and labels[2] == labels[3]
+    assert labels[1] != labels[2]
+    assert len(set(_link_rows(boxes, np.zeros(4, np.int64), 1.5, np.zeros((0, 4), np.int64)))) == 1
+
+
+def test_numbers_in_neighbouring_table_cells_are_two_fields():
+    page = blank(500, 700)
+    for y in (100, 180, 260, 340):
+        cv2.line(page, (40, y), (660, y), 30, 2)  # table rows
+    for x in (40, 330, 660):
+        cv2.line(page, (x, 100), (x, 340), 30, 2)  # table columns, through every row
+    left = write(page, "205", 225, 245, seed=5)
+    right = write(page, "31", 342, 245, seed=6)
+    assert 0 < right[0][0] - (left[-1][0] + left[-1][2]) < 30  # closer than the digits are tall
+    layout = segment_page(noisy(page, 12), CONFIG)
+    assert len(layout.fields) == 2
+    assert iou(layout.fields[0].bbox, union(left)) > 0.7
+    assert iou(layout.fields[1].bbox, union(right)) > 0.7
 
 
 
