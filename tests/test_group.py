@@ -115,6 +115,13 @@ def test_mostly_rejected_field_is_not_reported():
     assert [(f.id, f.text) for f in fields] == [(1, "6")]
 
 
+def test_bold_print_read_as_digits_with_two_in_five_letters_rejected_is_not_reported():
+    # A printed word in a table cell: most letters pass for digits, two of five do not.
+    word = page(tuple(blob(30 * k) for k in range(5)))
+    rows = probs(onehot(5), onehot(10), onehot(1), onehot(10), onehot(7))
+    assert read_fields(word, rows, FLAGS) == ()
+
+
 def test_printed_word_cut_into_rejected_pieces_is_not_reported():
     # One wide blob: rejected whole, cut in three pieces of which two are rejected too.
     word = page((blob(0, cuts=(3,)),))
