@@ -58,6 +58,11 @@ PIECE_SLACK = 0.1
 # (a broken 5 or 4), if together they are no taller than MERGED_HEIGHT digit heights.
 MERGE_OVERLAP = 0.25
 MERGED_HEIGHT = 1.4
+# ... and so are pieces sharing this share of the narrower one's columns whose rows
+# overlap, unless one lies wholly within the other's rows: a 7's bar that reaches down
+# past the top of its stem, a 5's flag beside its body's shoulder. Digits side by side
+# share a few columns at most, even when they touch.
+NESTED_OVERLAP = 0.5
 # Printed text: at least this share of pieces share one baseline, and there are at most
 # this share as many distinct heights as pieces (descenders and punctuation disagree).
 PRINTED_SHARE = 0.6
@@ -253,9 +258,9 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     """Split one field's pieces into digit blobs: lists of component indices, left to right.
 
     ``members``: indices (into ``stats``) of the field's linked pieces; ``fragments``:
-    short pieces nearby. Pieces stacked over each other (a broken 5, a 1 in two dashes)
-    merge while together they stay within a digit's height; merged groups of digit size
-    are blobs. What is left is merged into the blob above or below it, else dropped as
+    short pieces nearby. Pieces stacked over each other (a broken 5, a 1 in two dashes,
+    a 7's bar apart from its stem) merge while together they stay within a digit's
+    height; merged groups of digit size are blobs. What is left is merged into the blob above or below it, else dropped as
     punctuation (dots, commas and dashes lie between digits, not over them).
     Returns the blobs, their (B, 4) (x, y, w, h) boxes and the field's digit height.
     """
@@ -266,7 +271,9 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     columns = np.minimum(x + w, (x + w)[:, None]) - np.maximum(x, x[:, None])
     rows = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
     span = np.maximum(y + h, (y + h)[:, None]) - np.minimum(y, y[:, None])
-    stacked = (columns >= MERGE_OVERLAP * np.minimum(w, w[:, None])) & (rows < ROW_OVERLAP * np.minimum(h, h[:, None]))
+    narrower, shorter = np.minimum(w, w[:, None]), np.minimum(h, h[:, None])
+    stacked = (columns >= MERGE_OVERLAP * narrower) & (rows < ROW_OVERLAP * shorter)
+    stacked |= (columns >= NESTED_OVERLAP * narrower) & (rows < shorter)
     stacked &= span <= MERGED_HEIGHT * height
     group_of = _union_find(pieces.size, *np.nonzero(np.triu(stacked, 1)))
     # Each group's pieces and union box at once: sorted by group, cut where the group changes.

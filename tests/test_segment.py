@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import PageLayout, _cut_hypotheses, _link_rows, _looks_printed, layout_crops, segment_page
+from pipeline.segment import (PageLayout, _cut_hypotheses, _group_pieces, _link_rows, _looks_printed, layout_crops,
+                              segment_page)
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -172,6 +173,16 @@ def test_broken_five_is_one_candidate():
     assert len(layout.fields) == 1
     assert len(layout.fields[0].blobs) == 2
     assert iou(layout.fields[0].blobs[0].bbox, boxes[0]) > 0.7
+
+
+def test_a_sevens_bar_apart_from_its_stem_is_one_blob():
+    # Pieces as a scan left them: a 7's bar (34 x 20) over its stem, the stem's top
+    # within the bar's lower rows; digits of the same height on either side.
+    stats = np.array([[388, 1176, 21, 36, 400], [418, 1166, 34, 20, 300], [422, 1175, 30, 36, 350],
+                      [461, 1177, 40, 36, 500], [510, 1164, 31, 44, 500]])
+    blobs, boxes, _ = _group_pieces(stats, np.arange(5), np.zeros(0, np.int64), CONFIG)
+    assert sorted(map(sorted, blobs)) == [[0], [1, 2], [3], [4]]
+    assert boxes[1].tolist() == [418, 1166, 34, 45]
 
 
 def test_rotated_page_boxes_are_in_original_coordinates():
