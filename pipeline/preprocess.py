@@ -34,7 +34,7 @@ WALL_REACH = 1
 # Rows (on the shrunk page) a wall may run on past its rule, out of the box: a drawn
 # box's corners overshoot, where a digit's stroke stops short of the rule inside.
 WALL_OVERSHOOT = 3
-# A stretch of a rule at least this many pixels thicker than the rule is along most of
+# A stretch of a line at least this many pixels thicker than the line is along most of
 # its length, touching ink, is a stroke lying along it (antialiasing and the pixel steps
 # of a rule a hair off level add one).
 ALONG_EXTRA = 2
@@ -371,8 +371,9 @@ def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.
     (kernel just longer than the line is thick) bridges the gap, and the bridged pixels
     on the line are put back. A stroke touching a rule from one side (a 5's bar or a 0's
     top written along a comb's top rule) keeps the rule's pixels in the columns (rows,
-    for vertical lines) where its ink meets the rule. A stroke lying on a horizontal rule
-    (a 7's bar drawn on a box's top) keeps the stretch where it makes the rule thicker.
+    for vertical lines) where its ink meets the rule. A stroke lying along a line (a 7's
+    bar drawn on a box's top, a 0's side on a comb's wall) keeps the stretch where it
+    makes the line thicker.
     """
     on_line = lines.horizontal | lines.vertical
     if not on_line.any():
@@ -411,45 +412,46 @@ def _line_windows(lines: np.ndarray, pad: int, vertical: bool) -> list[tuple[sli
     return windows
 
 
-def _strokes_along(line: np.ndarray, contact: np.ndarray) -> np.ndarray:
-    """The pixels of horizontal ``line`` (uint8 mask) that a stroke lying along it adds.
+def _strokes_along(line: np.ndarray, contact: np.ndarray, vertical: bool) -> np.ndarray | None:
+    """The pixels of ``line`` (uint8 mask) that a stroke lying along it adds, or None.
 
-    A 7's bar drawn on a box's top rule thickens the rule where it lies: in each column
-    there, the run of line pixels is at least ALONG_EXTRA longer than the rule's usual run
-    (the median over that rule's columns). Such stretches are kept where they meet
-    ``contact``, the line pixels touching ink off the line (the 7's stem).
+    A 7's bar drawn on a box's top rule, or a 0's side along a comb's wall, thickens the
+    line where it lies: across the line there, its run of pixels is at least ALONG_EXTRA
+    longer than the line's usual run (the median over that line). Such stretches are
+    kept where they meet ``contact``, the line pixels touching ink off the line. Lines
+    are told apart by the empty rows (columns, for vertical lines) between them.
     """
-    out = np.zeros_like(line)
-    if not contact.any():
+    out = None
+    if cv2.countNonZero(contact) == 0:
         return out
-    # Work on the rows the line spans: its window is padded well beyond them.
-    left, top, width, height = cv2.boundingRect(line)
-    box = (slice(top, top + height), slice(left, left + width))
-    line, contact = line[box], contact[box]
-    flat = np.vstack([line > 0, np.zeros((1, line.shape[1]), bool)]).T.ravel()
-    edges = np.diff(np.r_[np.int8(0), flat.view(np.int8), np.int8(0)])
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    lengths = stops - starts
-    if lengths.size == 0 or lengths.max() < 2 * lengths.min():
-        return out  # no run twice as long as another: nothing lies along
-    rows_plus = line.shape[0] + 1
-    _, labels = cv2.connectedComponents(line)
-    owner = labels[starts % rows_plus, starts // rows_plus]
-    # Each rule's median run: runs sorted by rule, then length; the middle one of each rule.
-    order = np.lexsort((lengths, owner))
-    first = np.flatnonzero(np.diff(np.r_[-1, owner[order]]))
-    sizes = np.diff(np.r_[first, order.size])
-    usual = np.zeros(labels.max() + 1)
-    usual[owner[order[first]]] = lengths[order[first + (sizes - 1) // 2]]
-    thick = lengths >= usual[owner] + ALONG_EXTRA
-    if not thick.any():
-        return out
-    marks = (np.bincount(starts[thick], minlength=flat.size + 1)
-             - np.bincount(stops[thick], minlength=flat.size + 1))
-    thick_mask = (np.cumsum(marks[:-1]) > 0).reshape(line.shape[1], rows_plus).T[:-1].astype(np.uint8)
-    _, piece_of = cv2.connectedComponents(thick_mask)
-    touched = np.unique(piece_of[(contact > 0) & (thick_mask > 0)])
-    out[box] = np.where(np.isin(piece_of, touched[touched > 0]), line, 0)
+    across_axis = 0 if vertical else 1
+    inked = line.max(axis=across_axis) > 0
+    touched_at = contact.max(axis=across_axis) > 0
+    bounds = np.flatnonzero(np.diff(np.r_[0, inked.view(np.int8), 0]))
+    for first, last in zip(bounds[::2], bounds[1::2]):
+        if not touched_at[first:last].any():
+            continue
+        strip = (slice(None), slice(first, last)) if vertical else (slice(first, last), slice(None))
+        own = line[strip] > 0
+        # Runs across the line, one after another in a flat array; a zero between lines.
+        across = own if vertical else own.T
+        flat = np.hstack([across, np.zeros((across.shape[0], 1), bool)]).ravel()
+        edges = np.diff(np.r_[np.int8(0), flat.view(np.int8), np.int8(0)])
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        lengths = stops - starts
+        thick = lengths >= float(np.median(lengths)) + ALONG_EXTRA
+        if not thick.any():
+            continue
+        marks = (np.bincount(starts[thick], minlength=flat.size + 1)
+                 - np.bincount(stops[thick], minlength=flat.size + 1))
+        thick_across = (np.cumsum(marks[:-1]) > 0).reshape(across.shape[0], across.shape[1] + 1)[:, :-1]
+        thick_mask = (thick_across if vertical else thick_across.T).astype(np.uint8)
+        _, piece_of = cv2.connectedComponents(thick_mask)
+        touched = np.unique(piece_of[(contact[strip] > 0) & (thick_mask > 0)])
+        keep = np.isin(piece_of, touched[touched > 0])
+        if out is None:
+            out = np.zeros_like(line)
+        out[strip][keep] = line[strip][keep]
     return out
 
 
@@ -460,9 +462,8 @@ def _mend(restored: np.ndarray, cleaned: np.ndarray, line: np.ndarray, max_thick
 
     Crossing: a closing across the line bridges ``cleaned`` ink from one side to the
     other. Touching: the line pixels just beside ink, grown across the line by more than
-    it is thick, and on horizontal lines the thick stretches that ink touches
-    (``_strokes_along``). Only windows around the lines are worked on (rules cover a small share
-    of a page).
+    it is thick, and the thick stretches that ink touches (``_strokes_along``). Only
+    windows around the lines are worked on (rules cover a small share of a page).
     """
     span = 2 * max_thickness + 3
     reach = max_thickness + 2 * RULE_EDGE
@@ -479,6 +480,7 @@ def _mend(restored: np.ndarray, cleaned: np.ndarray, line: np.ndarray, max_thick
         ink = restored[window] | crossed
         contact = cv2.dilate(ink, step) & on_line
         ink |= cv2.dilate(contact, across) & on_line
-        if not vertical:
-            ink |= _strokes_along(on_line, contact)
+        along = _strokes_along(on_line, contact, vertical)
+        if along is not None:
+            ink |= along
         restored[window] = ink

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from pipeline import preprocess
 
@@ -124,21 +125,30 @@ def test_a_stroke_touching_a_rule_from_one_side_keeps_its_end():
     assert not clean[55:66, 150:190].any() and not clean[55:66, 210:250].any()  # and no rule beside it
 
 
-def test_a_sevens_bar_drawn_along_a_rule_is_kept_and_the_rule_is_not():
+def _bar_on_a_rule() -> np.ndarray:
     dark = np.zeros((200, 400), np.uint8)
     cv2.line(dark, (20, 60), (380, 60), 230, 2)  # a box's top rule
     cv2.line(dark, (160, 61), (205, 61), 230, 4)  # a 7's bar lying on it...
     cv2.line(dark, (203, 61), (175, 130), 230, 5)  # ... and its stem
     cv2.line(dark, (260, 64), (262, 120), 230, 2)  # a thin stroke touching the rule further on
+    return dark
+
+
+@pytest.mark.parametrize("vertical", [False, True], ids=["bar on a rule", "side on a wall"])
+def test_a_stroke_drawn_along_a_line_is_kept_and_the_line_is_not(vertical):
+    dark = _bar_on_a_rule()
+    dark = np.ascontiguousarray(dark.T) if vertical else dark
     level = 100
     lines = preprocess.find_lines(dark, level, 70, 6, 250)
-    assert lines.horizontal[62, 170] == 255  # the bar is taken into the rule...
     mask = np.where(dark > level, np.uint8(255), np.uint8(0))
     clean = preprocess.remove_lines(mask, lines, 6)
-    assert clean[61, 162:200].all()  # ... and given back whole
-    assert clean[60, 50] == 0 and clean[60, 350] == 0  # the rule is gone
-    assert not clean[55:67, 20:150].any() and not clean[55:67, 215:250].any()  # beside the bar too
-    assert not clean[55:67, 270:380].any()
+    found = lines.vertical if vertical else lines.horizontal
+    view = (lambda a: a.T) if vertical else (lambda a: a)
+    assert view(found)[62, 170] == 255  # the bar is taken into the line...
+    assert view(clean)[61, 162:200].all()  # ... and given back whole
+    assert view(clean)[60, 50] == 0 and view(clean)[60, 350] == 0  # the line is gone
+    assert not view(clean)[55:67, 20:150].any() and not view(clean)[55:67, 215:250].any()  # beside the bar too
+    assert not view(clean)[55:67, 270:380].any()
 
 
 def test_rules_found_on_the_half_size_page_sit_on_the_page_rules():
