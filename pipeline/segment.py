@@ -184,8 +184,8 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float, columns: np.n
         bottom = np.minimum(y + h, (y + h)[:, None])[pairs_i, pairs_j][:, None]
         cx, cy, cw, ch = (columns[:, k][None, :].astype(np.float64) for k in range(4))
         centre = cx + cw / 2.0
-        parted = (left <= centre) & (centre <= right) & (cy <= top) & (cy + ch >= bottom)
-        pairs_i, pairs_j = pairs_i[~parted.any(axis=1)], pairs_j[~parted.any(axis=1)]
+        whole = ~((left <= centre) & (centre <= right) & (cy <= top) & (cy + ch >= bottom)).any(axis=1)
+        pairs_i, pairs_j = pairs_i[whole], pairs_j[whole]
     return _union_find(x.size, pairs_i, pairs_j)
 
 
@@ -260,8 +260,9 @@ def _group_pieces(stats: np.ndarray, members: np.ndarray, fragments: np.ndarray,
     ``members``: indices (into ``stats``) of the field's linked pieces; ``fragments``:
     short pieces nearby. Pieces stacked over each other (a broken 5, a 1 in two dashes,
     a 7's bar apart from its stem) merge while together they stay within a digit's
-    height; merged groups of digit size are blobs. What is left is merged into the blob above or below it, else dropped as
-    punctuation (dots, commas and dashes lie between digits, not over them).
+    height; merged groups of digit size are blobs. What is left is merged into the blob
+    above or below it, else dropped as punctuation (dots, commas and dashes lie between
+    digits, not over them).
     Returns the blobs, their (B, 4) (x, y, w, h) boxes and the field's digit height.
     """
     # The upper quartile, not the median: pieces of broken digits pull the median down.
