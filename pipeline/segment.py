@@ -178,10 +178,11 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float, columns: np.n
     linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * taller))
     pairs_i, pairs_j = np.nonzero(np.triu(linked, 1))
     if columns.shape[0] and pairs_i.size:
-        left = np.minimum(x + w, (x + w)[:, None])[pairs_i, pairs_j][:, None]
-        right = np.maximum(x, x[:, None])[pairs_i, pairs_j][:, None]
-        top = np.maximum(y, y[:, None])[pairs_i, pairs_j][:, None]
-        bottom = np.minimum(y + h, (y + h)[:, None])[pairs_i, pairs_j][:, None]
+        # Each linked pair's gap (columns) and shared rows, one row per pair.
+        left = np.minimum((x + w)[pairs_i], (x + w)[pairs_j])[:, None]
+        right = np.maximum(x[pairs_i], x[pairs_j])[:, None]
+        top = np.maximum(y[pairs_i], y[pairs_j])[:, None]
+        bottom = np.minimum((y + h)[pairs_i], (y + h)[pairs_j])[:, None]
         cx, cy, cw, ch = (columns[:, k][None, :].astype(np.float64) for k in range(4))
         centre = cx + cw / 2.0
         whole = ~((left <= centre) & (centre <= right) & (cy <= top) & (cy + ch >= bottom)).any(axis=1)
