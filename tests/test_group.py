@@ -79,11 +79,30 @@ def test_ids_count_from_one_in_reading_order():
 
 def test_uncut_reading_wins_unless_clearly_worse():
     layout = page((blob(0, cuts=(2,)),))
-    # Whole reads as 0 at 0.8; the cut reads 1, 1 at 0.99: not worth a cut.
-    fields = read_fields(layout, probs(onehot(0, 0.8), onehot(1), onehot(1)), FLAGS)
+    # Whole reads as 0 at 0.8; the cut reads 1, 1 at 0.95, short of sure: not worth a cut.
+    fields = read_fields(layout, probs(onehot(0, 0.8), onehot(1, 0.95), onehot(1, 0.95)), FLAGS)
     assert fields[0].text == "0"
     assert FORCED_SPLIT not in fields[0].reasons
     assert LOW_CONFIDENCE in fields[0].reasons
+
+
+def test_sure_cut_beats_a_confident_whole():
+    # Touching "78" read whole as 8 at 0.99, and cut into a 7 and an 8 as sure.
+    layout = page((blob(0), blob(30, cuts=(2,))))
+    rows = probs(onehot(4), onehot(8, 0.99), onehot(7, 0.995), onehot(8, 0.995))
+    fields = read_fields(layout, rows, FLAGS)
+    assert fields[0].text == "478"
+    assert fields[0].reasons == (FORCED_SPLIT,)
+
+
+def test_cut_with_a_short_piece_is_not_sure():
+    # A 1 whose flag is cut off its stem: both pieces read as sure 1s, but the flag is short.
+    flag, stem = Candidate((30, 10, 8, 12), CROP), Candidate((38, 10, 8, 30), CROP)
+    one = Blob((30, 10, 16, 30), ((Candidate((30, 10, 16, 30), CROP),), (flag, stem)))
+    rows = probs(onehot(4), onehot(1, 0.98), onehot(1, 0.995), onehot(1, 0.995))
+    fields = read_fields(page((blob(0), one)), rows, FLAGS)
+    assert fields[0].text == "41"
+    assert fields[0].reasons == ()
 
 
 def test_cut_reading_wins_when_the_whole_is_rejected():
