@@ -158,11 +158,13 @@ def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> 
               show_default=True)
 @click.option("--pages", type=click.IntRange(min=1), default=12, show_default=True)
 @click.option("--seed", type=int, default=2024, show_default=True)
-def samples(mnist, output, pages, seed) -> int:
+@click.option("--dpi", type=click.IntRange(min=100, max=600), default=None,
+              help="Scan every page at this resolution (default: 150 or 200, drawn per page).")
+def samples(mnist, output, pages, seed, dpi) -> int:
     """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits)."""
     from pipeline.samples import write_samples
 
-    written = write_samples(mnist, output, pages, seed)
+    written = write_samples(mnist, output, pages, seed, dpi)
     click.echo(f"wrote {len(written)} pages to {output}", err=True)
     return ExitCode.ok
 

@@ -18,6 +18,8 @@ import numpy as np
 
 from pipeline.data import load_mnist
 
+# Scan resolutions a page is drawn at, one each (200 twice as often).
+SCAN_DPI = (150, 200, 200)
 # Digit heights on the page, pixels: 4-8 mm handwriting at 150-200 dpi.
 DIGIT_HEIGHT = (25, 60)
 # MNIST pixels at or below this are background when a digit's tight box is taken.
@@ -148,8 +150,9 @@ def _comb(page: _Page, x: int, bottom: int, cells: int, height: float, thickness
     return [(x + k * cell_w, cell_w) for k in range(cells)]
 
 
-def _form(rng: np.random.Generator, digits: _Digits) -> _Page:
-    dpi = int(rng.choice([150, 200, 200]))
+def _form(rng: np.random.Generator, digits: _Digits, dpi: int | None) -> _Page:
+    drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
+    dpi = dpi or drawn
     page = _Page(rng, int(11.69 * dpi), int(8.27 * dpi))
     unit = dpi / 200.0
     margin = int(0.6 * dpi)
@@ -218,8 +221,9 @@ def _security_print(page: _Page, strength: float) -> np.ndarray:
     return strength * np.clip(wave, 0.0, 1.0) ** 8
 
 
-def _cheque(rng: np.random.Generator, digits: _Digits) -> _Page:
-    dpi = int(rng.choice([150, 200, 200]))
+def _cheque(rng: np.random.Generator, digits: _Digits, dpi: int | None) -> _Page:
+    drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
+    dpi = dpi or drawn
     unit = dpi / 200.0
     page = _Page(rng, int(2.9 * dpi), int(6.5 * dpi))
     thick = max(1, round(unit * rng.uniform(1.0, 2.0)))
@@ -290,10 +294,12 @@ def _moved(box: list[int], matrix: np.ndarray, width: int, height: int) -> list[
     return [int(x0), int(y0), int(min(width, x1) - x0), int(min(height, y1) - y0)]
 
 
-def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool) -> tuple[np.ndarray, list[dict]]:
+def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
+              dpi: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """One synthetic page: (gray (M, N) uint8, fields [{"text", "bbox", "digits"}] in page
-    pixels; "digits" holds each digit's {"label", "bbox"})."""
-    page = _cheque(rng, digits) if cheque else _form(rng, digits)
+    pixels; "digits" holds each digit's {"label", "bbox"}). ``dpi``: the scan's resolution
+    (default: one of SCAN_DPI, drawn)."""
+    page = _cheque(rng, digits, dpi) if cheque else _form(rng, digits, dpi)
     texture = _security_print(page, rng.uniform(0.08, 0.18)) if cheque else None
     gray, matrix = _scan(page, texture)
     fields = [{"text": f["text"], "bbox": _moved(f["bbox"], matrix, page.width, page.height),
@@ -303,13 +309,14 @@ def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool) -> tuple[
     return gray, fields
 
 
-def write_samples(mnist_source, out_dir: Path, pages: int, seed: int) -> list[Path]:
+def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int | None = None) -> list[Path]:
     """Write ``pages`` synthetic pages and their truth JSONs into ``out_dir``.
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
     ``page_NNN.png``; truth is ``page_NNN.json``: ``{"image", "width", "height", "fields":
     [{"text", "bbox": [x, y, w, h], "digits": [{"label", "bbox"}, ...]}]}``. The same
-    seed gives the same pages.
+    seed gives the same pages; ``dpi`` scans them all at one resolution (the same seed gives
+    the same pages at another size) instead of at 150 or 200 dpi.
     Returns the image paths.
     """
     mnist = load_mnist(mnist_source)
@@ -321,7 +328,7 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int) -> list[Pa
     for number in range(1, pages + 1):
         page_rng = np.random.default_rng(rng.integers(2 ** 63))
         cheque = page_rng.random() < CHEQUE_SHARE
-        gray, fields = make_page(digits, page_rng, cheque=cheque)
+        gray, fields = make_page(digits, page_rng, cheque=cheque, dpi=dpi)
         # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG.
         jpeg = not cheque
         name = f"page_{number:03d}." + ("jpg" if jpeg else "png")

@@ -7,9 +7,10 @@ into the digit they belong to (a 5's detached bar) or dropped as punctuation, an
 too wide for one digit get cut hypotheses for the classifier to judge
 (``group.read_fields``). Typeset text is dropped by its exact baseline and its few exact
 heights. A short image is a cut-out field (a cheque amount box) and is read as one
-field whatever its gaps.
+field whatever its gaps. A scan finer than 150-200 dpi is read again at a smaller size.
 
-Work happens on the levelled page; every box is mapped back to the original page.
+Work happens on the levelled (and perhaps shrunk) page; every box is mapped back to the
+original page.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ SEGMENT_REASONS = (ODD_SIZE,)
 
 # A page whose gray levels span less than this has no ink to find (blank or all black).
 MIN_CONTRAST = 16
+# Typical digit height (see ``_digit_heights``), in pixels, above which a page is taken
+# for a scan finer than the 150-200 dpi the pixel sizes are set for. Generated forms and
+# cheques at 150-200 dpi measure 64 at most (100 + 50 pages and samples/); the same pages
+# at 300 dpi mostly measure more, at 600 dpi all of them.
+FINE_SCAN_DIGIT_HEIGHT = 66
+# How tall a fine scan's digits are made: mid-range for 150-200 dpi pages.
+WORKING_DIGIT_HEIGHT = 40
+# Re-reads of a fine scan at most: the first one's step can fall short when noise or
+# security print scatters small blobs over the page.
+MAX_RESCALES = 3
 # Skews below this many degrees are not worth a resampling of the page.
 MIN_ROTATION = 0.2
 # Components smaller than this share of min_digit_height squared are specks (noise, dust).
@@ -474,16 +485,59 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     PageLayout
         Fields in reading order; boxes in pixels of ``gray``. A blank, all-black or tiny
         page gives no fields.
+
+    The sizes in pixels that the settings and constants give (rule thickness, line length,
+    speck area) suit pages scanned at 150-200 dpi. A finer scan (300 or 600 dpi) shows
+    itself by digits taller than ``FINE_SCAN_DIGIT_HEIGHT``: it is read again, shrunk so
+    that they stand ``WORKING_DIGIT_HEIGHT`` tall.
     """
     gray = _as_gray(gray)
     rows, cols = gray.shape
-    empty = PageLayout(cols, rows, 0.0, ())
     if min(rows, cols) < config.min_digit_height or int(gray.max()) - int(gray.min()) < MIN_CONTRAST:
-        return empty
+        return PageLayout(cols, rows, 0.0, ())
+    scale = 1.0
+    skew, fields = _find_fields(gray, config, scale)
+    for _ in range(MAX_RESCALES):
+        typical, cautious = _digit_heights(fields)
+        if typical * scale <= FINE_SCAN_DIGIT_HEIGHT:
+            break
+        step = WORKING_DIGIT_HEIGHT / cautious
+        if step >= scale:  # by the cautious measure the digits are small enough already
+            break
+        scale = step
+        skew, fields = _find_fields(gray, config, scale)
+    return PageLayout(cols, rows, skew, fields)
+
+
+def _digit_heights(fields: tuple[FieldLayout, ...]) -> tuple[float, float]:
+    """Two measures of how tall a page's digits are, in pixels of the original page.
+
+    ``typical`` is the median blob height weighted by blob area: the many small bits that
+    noise or security print leave on a fine scan barely move it. ``cautious`` is the lower
+    of that and the 75th percentile of heights, which a few tall merged blobs do not
+    inflate: the re-read's scale comes from it, so it never overshoots to tiny digits.
+    """
+    boxes = np.array([blob.bbox for field in fields for blob in field.blobs], np.float64)
+    if boxes.shape[0] == 0:
+        return 0.0, 0.0
+    heights = boxes[:, 3]
+    order = np.argsort(heights)
+    weight = np.cumsum(heights[order] * boxes[order, 2])
+    typical = float(heights[order][np.searchsorted(weight, weight[-1] / 2.0)])
+    return typical, min(typical, percentile(heights, 75))
+
+
+def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float) -> tuple[float, tuple[FieldLayout, ...]]:
+    """The skew and the fields (in reading order; boxes on ``gray``) of a page read at
+    ``scale`` times its size."""
+    rows, cols = gray.shape
+    if scale != 1.0:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale,
+                          interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
     dark = preprocess.darkness(gray, config.background_window)
     level = preprocess.ink_threshold(dark, config.min_ink_darkness)
     mask = preprocess.ink_mask(dark, level)
-    single = rows <= config.single_field_max_height
+    single = gray.shape[0] <= config.single_field_max_height
     skew = 0.0 if single else preprocess.estimate_skew(mask, config.max_skew_degrees)
     inverse = None
     if abs(skew) >= MIN_ROTATION:
@@ -491,6 +545,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         dark = preprocess.rotate(dark, matrix, shape)
         mask = preprocess.ink_mask(dark, level)
         inverse = cv2.invertAffineTransform(matrix)
+    if scale != 1.0:
+        unscale = np.float64([[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]])
+        inverse = unscale if inverse is None else unscale @ np.vstack([inverse, [0.0, 0.0, 1.0]])
     frame = _Frame(inverse, cols, rows)
     # A cut-out field holds no print: digits filling it leave a rule no bare stretch.
     lines = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness,
@@ -499,14 +556,14 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     _, labels, stats = preprocess.components(clean)
     stats = stats[1:].astype(np.int64)  # label k + 1 is row k
     if stats.shape[0] == 0:
-        return PageLayout(cols, rows, skew, ())
+        return skew, ()
     heights, widths, areas = stats[:, 3], stats[:, 2], stats[:, 4]
     kept = (areas >= SPECK_AREA * config.min_digit_height ** 2) & (heights <= config.max_digit_height)
     kept &= widths <= 6 * config.max_digit_height
     tall = np.flatnonzero(kept & (heights >= LINK_HEIGHT * config.min_digit_height))
     fragments_all = np.flatnonzero(kept & (heights < config.min_digit_height))
     if tall.size == 0:
-        return PageLayout(cols, rows, skew, ())
+        return skew, ()
     on_rule = np.zeros(stats.shape[0], bool)
     if single:
         # One cut-out field: the digits are the pieces near the tallest ones' height.
@@ -552,7 +609,7 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
         fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons))
         boxes.append(union)
     ordered = tuple(fields[i] for i in _reading_order(boxes))
-    return PageLayout(cols, rows, float(skew), ordered)
+    return float(skew), ordered
 
 
 def layout_crops(layout: PageLayout) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from pipeline.samples import write_samples
 
@@ -44,3 +45,16 @@ def test_same_seed_same_pages(tiny_mnist, tmp_path):
         assert a.read_bytes() == b.read_bytes()
         assert a.with_suffix(".json").read_text() == b.with_suffix(".json").read_text()
     assert [p.with_suffix(".json").read_text() for p in first] != [p.with_suffix(".json").read_text() for p in other]
+
+
+def test_a_fixed_dpi_scans_the_same_pages_at_that_size(tiny_mnist, tmp_path):
+    coarse = write_samples(tiny_mnist, tmp_path / "150", pages=3, seed=5, dpi=150)
+    fine = write_samples(tiny_mnist, tmp_path / "300", pages=3, seed=5, dpi=300)
+    for small, large in zip(coarse, fine):
+        a = json.loads(small.with_suffix(".json").read_text())
+        b = json.loads(large.with_suffix(".json").read_text())
+        assert b["width"] == pytest.approx(2 * a["width"], abs=2)
+        assert b["height"] == pytest.approx(2 * a["height"], abs=2)
+        assert [f["text"] for f in b["fields"]] == [f["text"] for f in a["fields"]]
+        for f, g in zip(a["fields"], b["fields"]):
+            assert g["bbox"][3] == pytest.approx(2 * f["bbox"][3], rel=0.25)

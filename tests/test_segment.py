@@ -344,3 +344,23 @@ def test_a_line_of_print_may_lean_a_pixel_but_handwriting_drifting_more_is_not_p
     # Digits of one height sinking about a pixel a digit: steeper than print leans.
     digits = np.array([(280 + 40 * k, 602 + k // 2 * 2 - k % 2, 28, 33) for k in range(6)])
     assert not _looks_printed(digits, CONFIG)
+
+
+@pytest.mark.parametrize("factor", [2.5, 3.0])
+def test_a_fine_scan_reads_like_the_same_page_at_200_dpi(factor):
+    # Drawn at 200 dpi (digits ~40 px, 2 px rules), then scanned finer: the rule through
+    # the digits and the underline grow thicker than a rule may be at 200 dpi.
+    page = blank(500, 700)
+    through = write(page, "3820", 100, 150, scale=2.0, thickness=5)
+    cv2.line(page, (60, 128), (640, 128), 30, 2)
+    underlined = write(page, "16059", 100, 300, seed=1, scale=2.0, thickness=5)
+    bottom = max(b[1] + b[3] for b in underlined)
+    cv2.line(page, (80, bottom + 2), (560, bottom + 2), 30, 2)
+    plain = write(page, "71", 100, 430, seed=2, scale=2.0, thickness=5)
+    fine = noisy(cv2.resize(page, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), 5)
+    layout = segment_page(fine, CONFIG)
+    assert (layout.width, layout.height) == (fine.shape[1], fine.shape[0])
+    assert [len(field.blobs) for field in layout.fields] == [4, 5, 2]
+    for field, boxes in zip(layout.fields, (through, underlined, plain)):
+        # Boxes are in the fine page's pixels.
+        assert iou(field.bbox, tuple(v * factor for v in union(boxes))) > 0.7
