@@ -150,9 +150,7 @@ def _comb(page: _Page, x: int, bottom: int, cells: int, height: float, thickness
     return [(x + k * cell_w, cell_w) for k in range(cells)]
 
 
-def _form(rng: np.random.Generator, digits: _Digits, dpi: int | None) -> _Page:
-    drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
-    dpi = dpi or drawn
+def _form(rng: np.random.Generator, digits: _Digits, dpi: int) -> _Page:
     page = _Page(rng, int(11.69 * dpi), int(8.27 * dpi))
     unit = dpi / 200.0
     margin = int(0.6 * dpi)
@@ -221,9 +219,7 @@ def _security_print(page: _Page, strength: float) -> np.ndarray:
     return strength * np.clip(wave, 0.0, 1.0) ** 8
 
 
-def _cheque(rng: np.random.Generator, digits: _Digits, dpi: int | None) -> _Page:
-    drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
-    dpi = dpi or drawn
+def _cheque(rng: np.random.Generator, digits: _Digits, dpi: int) -> _Page:
     unit = dpi / 200.0
     page = _Page(rng, int(2.9 * dpi), int(6.5 * dpi))
     thick = max(1, round(unit * rng.uniform(1.0, 2.0)))
@@ -299,6 +295,8 @@ def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
     """One synthetic page: (gray (M, N) uint8, fields [{"text", "bbox", "digits"}] in page
     pixels; "digits" holds each digit's {"label", "bbox"}). ``dpi``: the scan's resolution
     (default: one of SCAN_DPI, drawn)."""
+    drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
+    dpi = dpi or drawn
     page = _cheque(rng, digits, dpi) if cheque else _form(rng, digits, dpi)
     texture = _security_print(page, rng.uniform(0.08, 0.18)) if cheque else None
     gray, matrix = _scan(page, texture)
