@@ -160,11 +160,13 @@ def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> 
 @click.option("--seed", type=int, default=2024, show_default=True)
 @click.option("--dpi", type=click.IntRange(min=100, max=600), default=None,
               help="Scan every page at this resolution (default: 150 or 200, drawn per page).")
-def samples(mnist, output, pages, seed, dpi) -> int:
-    """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits)."""
+@click.option("--cvl", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Write real writers' digits from this CVL digits .npz instead of MNIST's (for measuring only).")
+def samples(mnist, output, pages, seed, dpi, cvl) -> int:
+    """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits, or CVL's with --cvl)."""
     from pipeline.samples import write_samples
 
-    written = write_samples(mnist, output, pages, seed, dpi)
+    written = write_samples(mnist, output, pages, seed, dpi, cvl)
     click.echo(f"wrote {len(written)} pages to {output}", err=True)
     return ExitCode.ok
 

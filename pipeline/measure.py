@@ -77,15 +77,21 @@ def _paper_removed(image: np.ndarray) -> np.ndarray:
     return np.clip(float(np.median(border)) - image.astype(np.float32), 0.0, None)
 
 
-def load_cvl(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """CVL digits (dark ink on light) -> MNIST-polarity crops and labels."""
+def read_cvl_ink(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CVL digits (dark ink on light) -> (N, 28, 28) float32 ink above the paper, as
+    written (not normalized), and the labels."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             images, labels = npz["images"], npz["labels"]
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: not a CVL digits file with 'images' and 'labels' ({exc})") from None
-    crops = np.stack([normalize_digit(_paper_removed(image)) for image in images])
-    return crops, labels.astype(np.int64)
+    return np.stack([_paper_removed(image) for image in images]), labels.astype(np.int64)
+
+
+def load_cvl(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CVL digits (dark ink on light) -> MNIST-polarity crops and labels."""
+    ink, labels = read_cvl_ink(path)
+    return np.stack([normalize_digit(image) for image in ink]), labels
 
 
 def measure_cvl(classifier, path: Path) -> dict:

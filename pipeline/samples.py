@@ -307,18 +307,34 @@ def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
     return gray, fields
 
 
-def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int | None = None) -> list[Path]:
+def _real_digits(cvl_path: Path) -> _Digits:
+    """Real writers' digits from a CVL digits file, as written: their strokes keep the
+    width and the pressure the writers gave them (thinner than MNIST's, often pale)."""
+    from pipeline.measure import read_cvl_ink
+
+    ink, labels = read_cvl_ink(cvl_path)
+    peak = np.maximum(ink.reshape(len(ink), -1).max(axis=1), 1.0)[:, None, None]
+    return _Digits((ink / peak * 255.0).astype(np.uint8), labels.astype(np.uint8))
+
+
+def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int | None = None,
+                  cvl: Path | None = None) -> list[Path]:
     """Write ``pages`` synthetic pages and their truth JSONs into ``out_dir``.
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
     ``page_NNN.png``; truth is ``page_NNN.json``: ``{"image", "width", "height", "fields":
     [{"text", "bbox": [x, y, w, h], "digits": [{"label", "bbox"}, ...]}]}``. The same
     seed gives the same pages; ``dpi`` scans them all at one resolution (the same seed gives
-    the same pages at another size) instead of at 150 or 200 dpi.
+    the same pages at another size) instead of at 150 or 200 dpi. With ``cvl`` (a CVL
+    digits file) the digits are real writers' instead of MNIST's: pages for measuring
+    only, never for training or for the repository.
     Returns the image paths.
     """
-    mnist = load_mnist(mnist_source)
-    digits = _Digits(mnist.test_images, mnist.test_labels)
+    if cvl is not None:
+        digits = _real_digits(Path(cvl))
+    else:
+        mnist = load_mnist(mnist_source)
+        digits = _Digits(mnist.test_images, mnist.test_labels)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -58,3 +58,23 @@ def test_a_fixed_dpi_scans_the_same_pages_at_that_size(tiny_mnist, tmp_path):
         assert [f["text"] for f in b["fields"]] == [f["text"] for f in a["fields"]]
         for f, g in zip(a["fields"], b["fields"]):
             assert g["bbox"][3] == pytest.approx(2 * f["bbox"][3], rel=0.25)
+
+
+def test_pages_of_real_writers_digits_come_from_a_cvl_file(tmp_path):
+    # CVL's layout: dark ink on gray paper. Only 3s and 8s, so every field shows where
+    # its digits came from; no MNIST is given or needed.
+    images = np.full((10, 28, 28), 235, np.uint8)
+    labels = np.array([3, 8] * 5, np.uint8)
+    for image, label in zip(images, labels):
+        cv2.putText(image, str(label), (6, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 60, 1, cv2.LINE_AA)
+    np.savez(tmp_path / "cvl.npz", images=images, labels=labels, writers=np.array(["0001"] * 10))
+    written = write_samples(None, tmp_path / "out", pages=3, seed=5, cvl=tmp_path / "cvl.npz")
+    assert len(written) == 3
+    for image_path in written:
+        gray = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
+        truth = json.loads(image_path.with_suffix(".json").read_text())
+        assert truth["fields"]
+        for field in truth["fields"]:
+            assert set(field["text"]) <= {"3", "8"}
+            x, y, w, h = field["bbox"]
+            assert gray[y:y + h, x:x + w].min() < gray.mean() - 60

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import (PageLayout, _cut_hypotheses, _group_pieces, _link_rows, _looks_printed, layout_crops,
-                              segment_page)
+from pipeline.segment import (THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces, _link_rows,
+                              _looks_printed, layout_crops, segment_page)
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -364,3 +364,30 @@ def test_a_fine_scan_reads_like_the_same_page_at_200_dpi(factor):
     for field, boxes in zip(layout.fields, (through, underlined, plain)):
         # Boxes are in the fine page's pixels.
         assert iou(field.bbox, tuple(v * factor for v in union(boxes))) > 0.7
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_digits_of_a_thin_pale_pen_are_read_whole(seed):
+    # 1 px strokes whose pressure comes and goes, softened by the scanner: at the usual
+    # ink level they fall apart into pieces too small to keep, or lose whole strokes.
+    page = blank()
+    boxes = write(page, "4071", 100, 150, thickness=1, tone=90)
+    boxes += write(page, "2583", 100, 300, thickness=1, tone=90, seed=1)
+    rng = np.random.default_rng(seed)
+    pressure = cv2.GaussianBlur(rng.random(page.shape).astype(np.float32), (0, 0), 4)
+    pressure = 0.3 + 0.7 * (pressure - pressure.min()) / np.ptp(pressure)
+    ink = cv2.GaussianBlur((235.0 - page) * pressure, (0, 0), 0.7)
+    scan = noisy((235.0 - ink).astype(np.uint8), 1)
+    assert _find_fields(scan, CONFIG, 1.0)[2] < THIN_PEN_INK
+    layout = segment_page(scan, CONFIG)
+    assert [len(field.blobs) for field in layout.fields] == [4, 4]
+    blobs = [blob.bbox for field in layout.fields for blob in field.blobs]
+    for box in boxes:
+        assert max(iou(blob, box) for blob in blobs) > 0.7
+
+
+def test_a_pen_of_usual_width_is_not_taken_for_a_thin_one():
+    page = blank()
+    write(page, "4071", 100, 150)
+    write(page, "2583", 100, 300, seed=1)
+    assert _find_fields(noisy(page, 1), CONFIG, 1.0)[2] >= THIN_PEN_INK
