@@ -53,6 +53,11 @@ MAX_RESCALES = 3
 # stroked real digits 0.20 on the median page. Not for a cut-out field: its security
 # print reaches above the floor.
 THIN_PEN_INK = 0.21
+# On a thin-pen page even the floor breaks the palest stretches of a stroke: a blob's crop
+# also takes ink above this share of the level that is joined to its own strokes and does
+# not touch another piece's ink, looked for up to PALE_REACH pixels past its box.
+PALE_INK = 0.5
+PALE_REACH = 3
 # Skews below this many degrees are not worth a resampling of the page.
 MIN_ROTATION = 0.2
 # Components smaller than this share of min_digit_height squared are specks (noise, dust).
@@ -447,14 +452,40 @@ def _candidate(ink: np.ndarray, col0: int, row0: int, frame: _Frame) -> Candidat
     return Candidate(box, normalize_digit(piece))
 
 
+def _pale_grown(own: np.ndarray, dark: np.ndarray, window: tuple[int, int, int, int],
+                level: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """A blob's box and ink mask, grown by the pale ink (above PALE_INK × ``level``) joined
+    to its own ink ``own``, the (h, w) mask of ``window`` (x, y, w, h) on ``dark``. Ink
+    above ``level`` that is not its own, and the pixels next to it, stay out: a
+    neighbour's halo or a rule's edge is not the blob's."""
+    x, y, w, h = window
+    area = dark[y:y + h, x:x + w]
+    others = cv2.dilate(((area > level) & ~own).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+    _, pieces = cv2.connectedComponents((own | ((area > PALE_INK * level) & ~others)).view(np.uint8), connectivity=8)
+    joined = np.zeros(int(pieces.max()) + 1, bool)
+    joined[pieces[own]] = True
+    joined[0] = False
+    grown = joined[pieces]
+    left, top, width, height = cv2.boundingRect(grown.view(np.uint8))
+    return (x + left, y + top, width, height), grown[top:top + height, left:left + width]
+
+
 def _build_blob(ids: list[int], box: np.ndarray, stats: np.ndarray, labels: np.ndarray, dark: np.ndarray,
-                height: float, min_width: float, frame: _Frame) -> Blob | None:
-    """The blob of components ``ids`` (rows of ``stats``) whose union box is ``box``."""
+                height: float, min_width: float, frame: _Frame, pale_level: int | None = None) -> Blob | None:
+    """The blob of components ``ids`` (rows of ``stats``) whose union box is ``box``; with
+    ``pale_level`` (the ink level of a thin-pen page), grown by its pale ink."""
     x, y, w, h = (int(v) for v in box)
     # A lookup by label: np.isin costs more than the rest of this function on small boxes.
     member = np.zeros(stats.shape[0] + 1, bool)
     member[np.asarray(ids) + 1] = True
-    inside = member[labels[y:y + h, x:x + w]]
+    if pale_level is None:
+        inside = member[labels[y:y + h, x:x + w]]
+    else:
+        rows, cols = dark.shape
+        x0, y0 = max(x - PALE_REACH, 0), max(y - PALE_REACH, 0)
+        x1, y1 = min(x + w + PALE_REACH, cols), min(y + h + PALE_REACH, rows)
+        own = member[labels[y0:y1, x0:x1]]
+        (x, y, w, h), inside = _pale_grown(own, dark, (x0, y0, x1 - x0, y1 - y0), pale_level)
     ink = np.where(inside, dark[y:y + h, x:x + w].astype(np.float32) / 255.0, np.float32(0.0))
     whole = _candidate(ink, x, y, frame)
     if whole is None:
@@ -617,7 +648,8 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         min_width = config.touch_aspect * height
         if len(blob_ids) >= 3:
             min_width = min(min_width, WIDE_BLOB * percentile(blob_boxes[:, 2], 50))
-        blobs = [_build_blob(ids, blob_box, stats, labels, dark, height, min_width, frame)
+        blobs = [_build_blob(ids, blob_box, stats, labels, dark, height, min_width, frame,
+                              level if at_floor else None)
                  for ids, blob_box in zip(blob_ids, blob_boxes)]
         blobs = [b for b in blobs if b is not None]
         if not blobs:

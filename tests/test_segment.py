@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import SegmentConfig
 from pipeline.segment import (THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces, _link_rows,
-                              _looks_printed, layout_crops, segment_page)
+                              _looks_printed, _pale_grown, layout_crops, segment_page)
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -391,3 +391,19 @@ def test_a_pen_of_usual_width_is_not_taken_for_a_thin_one():
     write(page, "4071", 100, 150)
     write(page, "2583", 100, 300, seed=1)
     assert _find_fields(noisy(page, 1), CONFIG, 1.0)[2] >= THIN_PEN_INK
+
+
+def test_a_blob_on_a_thin_pen_page_takes_the_pale_ink_joined_to_it():
+    level = 64
+    dark = np.zeros((30, 40), np.uint8)
+    dark[5:25, 10:12] = 120  # the blob's own stroke: a 1 ...
+    dark[5:7, 12:20] = 40  # ... with a pale flag (below the level, above half of it): a 7
+    dark[10:12, 30:36] = 40  # pale ink of nothing: a speck
+    dark[20:25, 16:18] = 120  # a neighbour's stroke ...
+    dark[20:25, 12:16] = 40  # ... whose pale halo touches the blob
+    own = (dark > level) & (np.arange(40) < 14)[None, :]
+    box, grown = _pale_grown(own, dark, (0, 0, 40, 30), level)
+    assert box == (10, 5, 10, 20)
+    assert grown[0:2, 2:10].all(), "the flag joins the stroke"
+    assert not grown[15:20, 5:].any(), "the neighbour and the halo next to it stay out"
+    assert grown.sum() == 20 * 2 + 2 * 8 + 5 * 3, "the halo's pixels not next to the neighbour join"
