@@ -548,7 +548,7 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
             break
         scale = step
         skew, fields, blob_ink = _find_fields(gray, config, scale)
-    if blob_ink < THIN_PEN_INK and rows > config.single_field_max_height:
+    if blob_ink < THIN_PEN_INK:
         skew, fields, _ = _find_fields(gray, config, scale, at_floor=True)
     return PageLayout(cols, rows, skew, fields)
 
@@ -574,7 +574,8 @@ def _digit_heights(fields: tuple[FieldLayout, ...]) -> tuple[float, float]:
 def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
                  at_floor: bool = False) -> tuple[float, tuple[FieldLayout, ...], float]:
     """The skew, the fields (in reading order; boxes on ``gray``) and the median ink of
-    their blobs (ink pixels over height squared; inf without blobs) of a page read at
+    their blobs (ink pixels over height squared; inf without blobs, and for a cut-out
+    field, which is never read at the floor: see THIN_PEN_INK) of a page read at
     ``scale`` times its size, with the ink level at ``config.min_ink_darkness`` when
     ``at_floor``, else where ``preprocess.ink_threshold`` puts it."""
     rows, cols = gray.shape
@@ -661,7 +662,8 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons))
         boxes.append(union)
     ordered = tuple(fields[i] for i in _reading_order(boxes))
-    return float(skew), ordered, percentile(np.asarray(inks, np.float64), 50) if inks else math.inf
+    blob_ink = math.inf if single or not inks else percentile(np.asarray(inks, np.float64), 50)
+    return float(skew), ordered, blob_ink
 
 
 def layout_crops(layout: PageLayout) -> np.ndarray:
