@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import SegmentConfig
-from pipeline.segment import (THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces, _link_rows,
-                              _looks_printed, _pale_grown, layout_crops, segment_page)
+from pipeline.segment import (PALE_INK, THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces,
+                              _link_rows, _looks_printed, _pale_grown, layout_crops, segment_page)
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -401,9 +401,29 @@ def test_a_blob_on_a_thin_pen_page_takes_the_pale_ink_joined_to_it():
     dark[10:12, 30:36] = 40  # pale ink of nothing: a speck
     dark[20:25, 16:18] = 120  # a neighbour's stroke ...
     dark[20:25, 12:16] = 40  # ... whose pale halo touches the blob
-    own = (dark > level) & (np.arange(40) < 14)[None, :]
-    box, grown = _pale_grown(own, dark, (0, 0, 40, 30), level)
-    assert box == (10, 5, 10, 20)
-    assert grown[0:2, 2:10].all(), "the flag joins the stroke"
-    assert not grown[15:20, 5:].any(), "the neighbour and the halo next to it stay out"
-    assert grown.sum() == 20 * 2 + 2 * 8 + 5 * 3, "the halo's pixels not next to the neighbour join"
+    dark[3:5, 14:16] = 120  # a speck's dark spot beside the flag, which must not bar it
+    specks = np.zeros(dark.shape, bool)
+    specks[3:5, 14:16] = True
+    own = (dark > level) & (np.arange(40) < 14)[None, :] & (np.arange(30) > 3)[:, None]
+    box, grown = _pale_grown(own, dark, (0, 0, 40, 30), level, PALE_INK * level, specks)
+    assert box == (10, 3, 10, 22)
+    assert grown[5:7, 12:20].all(), "the flag joins the stroke, the speck beside it too"
+    assert not grown[15:25, 15:].any(), "the neighbour and the halo next to it stay out"
+    assert grown[20:25, 12:15].all(), "the halo's pixels not next to the neighbour join"
+    assert not grown[10:12, 30:36].any(), "pale ink joined to nothing of the blob stays out"
+
+
+def test_a_pen_stroke_going_pale_stays_in_its_digit():
+    # A 0 written with a pen of middling darkness whose right side fades below the page's
+    # ink level: the crop takes the faded stretch (joined to the digit's own strokes, and
+    # above PALE_STROKE of their darkness), so the 0 stays closed instead of reading as a C.
+    page = blank()
+    boxes = write(page, "41", 100, 150, tone=120)
+    x = boxes[-1][0] + boxes[-1][2] + 30
+    cv2.ellipse(page, (x, 125), (14, 24), 0, 0, 360, 120, 4, cv2.LINE_AA)
+    page[117:134, x + 8:x + 20] = np.maximum(page[117:134, x + 8:x + 20], 168)
+    layout = segment_page(noisy(page, 1), CONFIG)
+    assert [len(field.blobs) for field in layout.fields] == [3]
+    zero = (layout.fields[0].blobs[-1].readings[0][0].crop > 0.3).astype(np.uint8)
+    _, hierarchy = cv2.findContours(zero, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    assert sum(1 for contour in hierarchy[0] if contour[3] >= 0) == 1, "one hole: the 0 is closed"
