@@ -34,6 +34,13 @@ WALL_REACH = 1
 # Rows (on the shrunk page) a wall may run on past its rule, out of the box: a drawn
 # box's corners overshoot, where a digit's stroke stops short of the rule inside.
 WALL_OVERSHOOT = 3
+# A comb's walls stand at one pitch (its cell width). In a row of at least COMB_WALLS walls
+# whose gaps all lie within PITCH_SLACK of the pitch, a tick nearer than that to both its
+# neighbours, its two gaps adding up to the pitch, is a digit's stroke filling its cell (a
+# tall 1, a 7's stem), not a wall: taken for one, the digit was erased and its empty cell
+# cut the field in two.
+COMB_WALLS = 4
+PITCH_SLACK = 0.2
 # A stretch of a line at least this many pixels thicker than the line is along most of
 # its length, touching ink, is a stroke lying along it (antialiasing and the pixel steps
 # of a rule a hair off level add one).
@@ -343,7 +350,39 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
         bottom |= (offset < w) & (near_bottom[y + h - 1, column] > 0)
     keep = (w <= thick + 1) & top & bottom
     keep[0] = False
+    keep[_strokes_off_pitch(stats, np.flatnonzero(keep))] = False
     return _painted(labels, stats, keep)
+
+
+def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """The ``ticks`` (rows of component ``stats``) that stand between two walls of a
+    regular comb row, off its pitch (see COMB_WALLS): strokes, not walls.
+
+    A comb row is the ticks sharing half the rows of the shorter; its pitch is the upper
+    quartile of the gaps between neighbours, which strokes (splitting a gap in two) pull
+    down less than the median.
+    """
+    x, y, w, h = (stats[ticks, k].astype(np.float64) for k in range(4))
+    centre = x + w / 2.0
+    overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
+    same_row = overlap >= 0.5 * np.minimum(h, h[:, None])
+    strokes = set()
+    for row in {tuple(np.flatnonzero(members)) for members in same_row}:
+        if len(row) <= COMB_WALLS:
+            continue
+        order = np.asarray(row)[np.argsort(centre[list(row)], kind="stable")]
+        gaps = np.diff(centre[order])
+        pitch = np.percentile(gaps, 75)
+        if pitch <= 0:
+            continue
+        left, right = gaps[:-1], gaps[1:]
+        off = (np.maximum(left, right) < (1 - PITCH_SLACK) * pitch) & (np.abs(left + right - pitch) <= PITCH_SLACK * pitch)
+        walls = np.ones(order.size, bool)
+        walls[1:-1] = ~off
+        # Without those strokes every gap must be the pitch: a table's irregular columns stay walls.
+        if off.any() and (np.abs(np.diff(centre[order[walls]]) - pitch) <= PITCH_SLACK * pitch).all():
+            strokes.update(order[1:-1][off].tolist())
+    return ticks[sorted(strokes)]
 
 
 def _columns(vertical: np.ndarray, rules: np.ndarray, long_length: int, thick: int) -> np.ndarray:

@@ -91,6 +91,31 @@ def test_digit_stroke_near_both_comb_rules_is_not_a_wall():
     assert not lines.vertical[75:125, 108:113].any()  # the digit is not
 
 
+def test_digit_stroke_touching_both_comb_rules_between_walls_is_not_a_wall():
+    dark = np.zeros((200, 400), np.uint8)
+    cv2.line(dark, (20, 60), (380, 60), 230, 2)  # comb top rule
+    cv2.line(dark, (20, 140), (380, 140), 230, 2)  # comb bottom rule
+    for x in range(20, 381, 60):
+        cv2.line(dark, (x, 60), (x, 140), 230, 2)  # walls at a 60 px pitch
+    cv2.line(dark, (96, 62), (96, 139), 230, 3)  # a "1" filling its cell from rule to rule
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[100, 80] == 255 and lines.vertical[100, 140] == 255  # its cell's walls are lines
+    assert not lines.vertical[70:130, 94:99].any()  # the digit is not
+
+
+@pytest.mark.parametrize("walls", [(20, 120, 145, 220, 400, 500), (20, 145, 180)])
+def test_walls_of_irregular_or_short_rows_are_all_walls(walls):
+    # Off-pitch ticks are strokes only in a regular row of enough walls: a table's cells
+    # differ in width, and two or three cells give no pitch to trust.
+    dark = np.zeros((200, 560), np.uint8)
+    cv2.line(dark, (20, 60), (500, 60), 230, 2)
+    cv2.line(dark, (20, 140), (500, 140), 230, 2)
+    for x in walls:
+        cv2.line(dark, (x, 60), (x, 140), 230, 2)
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert all(lines.vertical[100, x] == 255 for x in walls)
+
+
 def test_a_tall_digit_stroke_is_not_a_vertical_rule():
     dark = np.zeros((300, 300), np.uint8)
     cv2.line(dark, (150, 60), (150, 200), 230, 4)  # a "1" 140 px tall: longer than a short rule

@@ -132,6 +132,28 @@ def test_comb_boxes_hold_one_field():
     assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
 
 
+def test_a_one_filling_its_comb_cell_is_a_digit_not_a_wall():
+    # A tall 1 from rule to rule between two walls is off the comb's pitch: were it taken
+    # for a wall, the digit would vanish and its empty cell would part the field in two.
+    page = blank()
+    cell, top, x0 = 58, 130, 80
+    for k in range(7):
+        cv2.rectangle(page, (x0 + k * cell, top), (x0 + (k + 1) * cell, top + 80), 20, 2)
+    boxes = []
+    for k, char in enumerate("90"):
+        boxes += write(page, char, x0 + k * cell + 12, top + 62)
+    one = x0 + 2 * cell + 20
+    cv2.line(page, (one, top + 3), (one, top + 77), 30, 5)
+    boxes.append((one - 2, top + 3, 5, 75))
+    for k, char in enumerate("715"):
+        boxes += write(page, char, x0 + (k + 3) * cell + 12, top + 62, seed=k + 1)
+    layout = segment_page(noisy(page, 4), CONFIG)
+    assert len(layout.fields) == 1
+    assert len(layout.fields[0].blobs) == 6
+    blobs = [blob.bbox for blob in layout.fields[0].blobs]
+    assert max(iou(blob, boxes[2]) for blob in blobs) > 0.5
+
+
 def test_touching_pair_gets_a_cut_hypothesis():
     page = blank()
     write(page, "1", 100, 200)
