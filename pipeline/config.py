@@ -59,8 +59,9 @@ class SegmentConfig:
     # specks or fragments of a broken digit, never a digit on their own.
     fragment_height: float = 0.45
     # A blob wider than this many digit heights may be touching digits: cuts are proposed
-    # (MNIST digits are 0.4-0.9 heights wide; a wide 0 reaches ~1.1 and stays uncut when the model agrees).
-    touch_aspect: float = 1.0
+    # (MNIST digits are 0.4-0.9 heights wide, touching pairs such as "36" or "81" from about
+    # 0.85; a single digit stays uncut when the model reads it whole as sure: group.read_fields).
+    touch_aspect: float = 0.8
     # Images no taller than this many pixels are one cut-out field (a cheque amount box).
     single_field_max_height: int = 160
     # Printed text: three or more pieces whose bottoms and heights agree within this many

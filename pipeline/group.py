@@ -4,7 +4,9 @@ Each blob is read the way the classifier likes best: the reading whose candidate
 the highest mean log-probability of their best digit, minus CUT_PENALTY per cut, so a
 blob stays whole unless cutting it clearly reads better. A cut into pieces that are all
 sure digits of near full height pays no penalty: the model reads two touching digits as
-one with confidence too ("78" as 8 at 0.99), and a sure cut is the better evidence.
+one with confidence too ("78" as 8 at 0.99), and a sure cut is the better evidence; but
+not for a blob narrower than tall that reads whole as a sure digit, whose halves (a 0's
+two arcs) can read as sure digits as well.
 Blobs the model calls "not a digit" are left out of the text; a field whose pieces (whole
 blobs and cut pieces) are rejected in a large share (DROP_REJECTED) is printed text or
 junk and is not reported.
@@ -114,10 +116,11 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
             # Each reading scores the mean log-probability of its pieces' best digits,
             # less CUT_PENALTY per cut unless the cut is sure; the first best score wins.
             starts, scores = [], []
+            whole_sure = best[row] >= SURE_PIECE and not rejects[row] and blob.bbox[2] < blob.bbox[3]
             for reading in blob.readings:
                 starts.append(row)
                 pieces_at = range(row, row + len(reading))
-                sure = (len(reading) > 1 and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
+                sure = (len(reading) > 1 and not whole_sure and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
                         and all(c.bbox[3] >= SURE_HEIGHT * blob.bbox[3] for c in reading))
                 penalty = 0.0 if sure else CUT_PENALTY * (len(reading) - 1)
                 scores.append(sum(best_log[k] for k in pieces_at) / len(reading) - penalty)

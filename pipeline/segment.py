@@ -118,6 +118,10 @@ WIDE_BLOB = 1.7
 # blob is cut into n pieces only if it is at least (n - 1) * PIECE_WIDTH digit heights wide.
 MAX_PIECES = 5
 PIECE_WIDTH = 0.6
+# A blob narrower than a digit height is cut only at a waist, a column whose ink spans at
+# most this share of its rows: two touching digits meet in a short bridge, while a single
+# wide digit (a 0, a 2) spans nearly its full height in its middle columns.
+NARROW_WAIST = 0.5
 
 
 @dataclass(frozen=True)
@@ -397,7 +401,8 @@ def _cut_hypotheses(ink: np.ndarray, height: float, min_width: float) -> list[li
     """Column ranges of each proposed reading of a blob at least ``min_width`` wide.
 
     Two pieces (cut near the middle), then 3 to MAX_PIECES evenly spaced
-    pieces while the blob is wide enough for them (PIECE_WIDTH digit heights each).
+    pieces while the blob is wide enough for them (PIECE_WIDTH digit heights each); a
+    blob narrower than ``height`` only where it has a waist (NARROW_WAIST).
     Cuts fall near where a boundary is expected, on the column whose ink spans the fewest
     rows: the waist where two digits touch. Not the column with the fewest ink pixels:
     touching loops ("00") meet in a nearly solid column, while a loop's inside has only
@@ -420,6 +425,8 @@ def _cut_hypotheses(ink: np.ndarray, height: float, min_width: float) -> list[li
     for windows in plans:
         cuts = _cut_columns(profile, windows)
         if cuts is None:
+            continue
+        if width < height and profile[cuts[0]] > NARROW_WAIST * inked.shape[0]:
             continue
         edges = [0] + cuts + [width]
         pieces = [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]

@@ -95,6 +95,16 @@ def test_sure_cut_beats_a_confident_whole():
     assert fields[0].reasons == (FORCED_SPLIT,)
 
 
+def test_a_narrow_blob_read_whole_as_a_sure_digit_stays_whole():
+    # A 0 narrower than tall, cut down the middle into two arcs the model also reads as
+    # sure digits ("61"): the sure whole wins. Were it unsure, the sure cut would win.
+    layout = page((blob(0), blob(30, cuts=(2,), h=50)))
+    rows = probs(onehot(4), onehot(0, 0.99), onehot(6, 0.995), onehot(1, 0.995))
+    assert read_fields(layout, rows, FLAGS)[0].text == "40"
+    rows = probs(onehot(4), onehot(0, 0.9), onehot(6, 0.995), onehot(1, 0.995))
+    assert read_fields(layout, rows, FLAGS)[0].text == "461"
+
+
 def test_cut_with_a_short_piece_is_not_sure():
     # A 1 whose flag is cut off its stem: both pieces read as sure 1s, but the flag is short.
     flag, stem = Candidate((30, 10, 8, 12), CROP), Candidate((38, 10, 8, 30), CROP)

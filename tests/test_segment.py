@@ -167,6 +167,22 @@ def test_touching_pair_gets_a_cut_hypothesis():
     assert any(len(reading) == 2 for reading in wide.readings[1:])
 
 
+def test_a_narrow_blob_is_cut_only_at_a_waist():
+    # Both 36 px wide, under the 40 px digit height: a "3" and a "6" meeting in a short
+    # bridge get a cut where they meet, a round 0 (full height in its middle columns) none.
+    pair = np.zeros((40, 36), np.float32)
+    cv2.ellipse(pair, (9, 20), (7, 17), 0, 0, 360, 1.0, 3)
+    cv2.ellipse(pair, (27, 20), (7, 17), 0, 0, 360, 1.0, 3)
+    pair[:, 17:19] = 0
+    pair[18:22, 15:21] = 1.0  # the bridge
+    zero = np.zeros((40, 36), np.float32)
+    cv2.ellipse(zero, (18, 20), (16, 18), 0, 0, 360, 1.0, 3)
+    cuts = _cut_hypotheses(pair, height=40.0, min_width=32.0)
+    assert len(cuts) == 1 and abs(cuts[0][0][1] - 18) <= 2
+    assert _cut_hypotheses(zero, height=40.0, min_width=32.0) == []
+    assert _cut_hypotheses(zero, height=30.0, min_width=24.0), "wider than a digit height: cut anywhere"
+
+
 def test_touching_zeros_are_cut_where_they_meet():
     # Two rings overlapping by two columns: where they meet, their sides make a short but
     # nearly solid column of ink; inside each ring a column has only the top and bottom.
