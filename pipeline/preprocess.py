@@ -38,7 +38,8 @@ WALL_OVERSHOOT = 3
 # whose gaps all lie within PITCH_SLACK of the pitch, a tick nearer than that to both its
 # neighbours, its two gaps adding up to the pitch, is a digit's stroke filling its cell (a
 # tall 1, a 7's stem), not a wall: taken for one, the digit was erased and its empty cell
-# cut the field in two.
+# cut the field in two. Where such a row misses a wall (a gap of two pitches), a thin tick
+# touching one of its rules at the gap's middle is that wall, carried past its rule.
 COMB_WALLS = 4
 PITCH_SLACK = 0.2
 # A stretch of a line at least this many pixels thicker than the line is along most of
@@ -348,29 +349,35 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
         column = np.minimum(x + offset, horizontal.shape[1] - 1)
         top |= (offset < w) & (near_top[y, column] > 0)
         bottom |= (offset < w) & (near_bottom[y + h - 1, column] > 0)
-    keep = (w <= thick + 1) & top & bottom
-    keep[0] = False
+    thin = w <= thick + 1
+    thin[0] = False
+    keep = thin & top & bottom
     keep[_strokes_off_pitch(stats, np.flatnonzero(keep))] = False
+    keep[_walls_in_gaps(stats, np.flatnonzero(keep), np.flatnonzero(thin & (top ^ bottom)))] = True
     return _painted(labels, stats, keep)
+
+
+def _comb_rows(stats: np.ndarray, ticks: np.ndarray) -> list[np.ndarray]:
+    """The rows of more than COMB_WALLS ``ticks`` (rows of component ``stats``) sharing half
+    the rows of the shorter, each as positions into ``ticks`` from left to right."""
+    y, h = stats[ticks, 1].astype(np.float64), stats[ticks, 3].astype(np.float64)
+    centre = stats[ticks, 0] + stats[ticks, 2] / 2.0
+    overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
+    same_row = overlap >= 0.5 * np.minimum(h, h[:, None])
+    rows = {tuple(np.flatnonzero(members)) for members in same_row}
+    return [np.asarray(row)[np.argsort(centre[list(row)], kind="stable")] for row in rows if len(row) > COMB_WALLS]
 
 
 def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
     """The ``ticks`` (rows of component ``stats``) that stand between two walls of a
     regular comb row, off its pitch (see COMB_WALLS): strokes, not walls.
 
-    A comb row is the ticks sharing half the rows of the shorter; its pitch is the upper
-    quartile of the gaps between neighbours, which strokes (splitting a gap in two) pull
-    down less than the median.
+    The pitch is the upper quartile of the gaps between neighbours, which strokes
+    (splitting a gap in two) pull down less than the median.
     """
-    x, y, w, h = (stats[ticks, k].astype(np.float64) for k in range(4))
-    centre = x + w / 2.0
-    overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
-    same_row = overlap >= 0.5 * np.minimum(h, h[:, None])
+    centre = stats[ticks, 0] + stats[ticks, 2] / 2.0
     strokes = set()
-    for row in {tuple(np.flatnonzero(members)) for members in same_row}:
-        if len(row) <= COMB_WALLS:
-            continue
-        order = np.asarray(row)[np.argsort(centre[list(row)], kind="stable")]
+    for order in _comb_rows(stats, ticks):
         gaps = np.diff(centre[order])
         pitch = np.percentile(gaps, 75)
         if pitch <= 0:
@@ -383,6 +390,32 @@ def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
         if off.any() and (np.abs(np.diff(centre[order[walls]]) - pitch) <= PITCH_SLACK * pitch).all():
             strokes.update(order[1:-1][off].tolist())
     return ticks[sorted(strokes)]
+
+
+def _walls_in_gaps(stats: np.ndarray, walls: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The ``candidates`` (thin ticks touching one rule of a comb) standing where a regular
+    comb row of ``walls`` misses one, a gap of two pitches: walls too. A wall whose end a
+    digit's ink or a box corner's overshoot carries past its rule fails the two-rule test,
+    and left on the page it reads as a 1."""
+    if candidates.size == 0:
+        return candidates
+    centre = stats[walls, 0] + stats[walls, 2] / 2.0
+    found = []
+    cx = stats[candidates, 0] + stats[candidates, 2] / 2.0
+    cy, ch = stats[candidates, 1].astype(np.float64), stats[candidates, 3].astype(np.float64)
+    for order in _comb_rows(stats, walls):
+        gaps = np.diff(centre[order])
+        pitch = np.median(gaps)
+        double = np.abs(gaps - 2 * pitch) <= PITCH_SLACK * pitch
+        if pitch <= 0 or not double.any() or not (double | (np.abs(gaps - pitch) <= PITCH_SLACK * pitch)).all():
+            continue
+        top = np.median(stats[walls[order], 1])
+        height = np.median(stats[walls[order], 3])
+        shared = np.minimum(cy + ch, top + height) - np.maximum(cy, top)
+        in_row = shared >= 0.5 * np.minimum(ch, height)
+        for middle in (centre[order][:-1] + gaps / 2.0)[double]:
+            found += np.flatnonzero(in_row & (np.abs(cx - middle) <= PITCH_SLACK * pitch)).tolist()
+    return candidates[sorted(set(found))]
 
 
 def _columns(vertical: np.ndarray, rules: np.ndarray, long_length: int, thick: int) -> np.ndarray:

@@ -103,6 +103,19 @@ def test_digit_stroke_touching_both_comb_rules_between_walls_is_not_a_wall():
     assert not lines.vertical[70:130, 94:99].any()  # the digit is not
 
 
+def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
+    dark = np.zeros((600, 700), np.uint8)  # large enough to be searched at half size
+    cv2.line(dark, (20, 160), (500, 160), 230, 2)
+    cv2.line(dark, (20, 240), (500, 240), 230, 2)
+    for x in range(20, 501, 60):
+        bottom = 262 if x == 260 else 240  # one wall runs on well past the bottom rule
+        cv2.line(dark, (x, 160), (x, bottom), 230, 2)
+    cv2.line(dark, (95, 158), (95, 215), 230, 3)  # a 1 reaching up to the top rule only
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[200, 260] == 255, "at the comb's pitch, where a wall is missing"
+    assert not lines.vertical[170:215, 93:98].any(), "off the pitch: a digit's stroke"
+
+
 @pytest.mark.parametrize("walls", [(20, 120, 145, 220, 400, 500), (20, 145, 180)])
 def test_walls_of_irregular_or_short_rows_are_all_walls(walls):
     # Off-pitch ticks are strokes only in a regular row of enough walls: a table's cells
