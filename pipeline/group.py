@@ -120,7 +120,8 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
             for reading in blob.readings:
                 starts.append(row)
                 pieces_at = range(row, row + len(reading))
-                sure = (len(reading) > 1 and not whole_sure and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
+                sure = (len(reading) > 1 and not whole_sure
+                        and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
                         and all(c.bbox[3] >= SURE_HEIGHT * blob.bbox[3] for c in reading))
                 penalty = 0.0 if sure else CUT_PENALTY * (len(reading) - 1)
                 scores.append(sum(best_log[k] for k in pieces_at) / len(reading) - penalty)

@@ -383,7 +383,8 @@ def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
         if pitch <= 0:
             continue
         left, right = gaps[:-1], gaps[1:]
-        off = (np.maximum(left, right) < (1 - PITCH_SLACK) * pitch) & (np.abs(left + right - pitch) <= PITCH_SLACK * pitch)
+        off = np.maximum(left, right) < (1 - PITCH_SLACK) * pitch
+        off &= np.abs(left + right - pitch) <= PITCH_SLACK * pitch
         walls = np.ones(order.size, bool)
         walls[1:-1] = ~off
         # Without those strokes every gap must be the pitch: a table's irregular columns stay walls.
