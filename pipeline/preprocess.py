@@ -362,10 +362,15 @@ def _comb_rows(stats: np.ndarray, ticks: np.ndarray) -> list[np.ndarray]:
     the rows of the shorter, each as positions into ``ticks`` from left to right."""
     y, h = stats[ticks, 1].astype(np.float64), stats[ticks, 3].astype(np.float64)
     centre = stats[ticks, 0] + stats[ticks, 2] / 2.0
-    overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
-    same_row = overlap >= 0.5 * np.minimum(h, h[:, None])
-    rows = {tuple(np.flatnonzero(members)) for members in same_row}
+    rows = {tuple(np.flatnonzero(members)) for members in _share_rows(y, h, y[:, None], h[:, None])}
     return [np.asarray(row)[np.argsort(centre[list(row)], kind="stable")] for row in rows if len(row) > COMB_WALLS]
+
+
+def _share_rows(top: np.ndarray, height: np.ndarray, other_top, other_height) -> np.ndarray:
+    """Whether row spans (``top``, ``height``) and (``other_top``, ``other_height``), which
+    broadcast, share at least half the rows of the shorter: ticks of one comb row."""
+    overlap = np.minimum(top + height, other_top + other_height) - np.maximum(top, other_top)
+    return overlap >= 0.5 * np.minimum(height, other_height)
 
 
 def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
@@ -412,8 +417,7 @@ def _walls_in_gaps(stats: np.ndarray, walls: np.ndarray, candidates: np.ndarray)
             continue
         top = np.median(stats[walls[order], 1])
         height = np.median(stats[walls[order], 3])
-        shared = np.minimum(cy + ch, top + height) - np.maximum(cy, top)
-        in_row = shared >= 0.5 * np.minimum(ch, height)
+        in_row = _share_rows(cy, ch, top, height)
         for middle in (centre[order][:-1] + gaps / 2.0)[double]:
             found += np.flatnonzero(in_row & (np.abs(cx - middle) <= PITCH_SLACK * pitch)).tolist()
     return candidates[sorted(set(found))]

@@ -118,11 +118,16 @@ def test_printed_sign_before_an_amount_box_is_not_part_of_the_amount():
     assert iou(field.bbox, union(boxes)) > 0.7
 
 
+def comb_row(page: np.ndarray, cells: int = 7, cell: int = 58, top: int = 130, x0: int = 80) -> None:
+    """Draw a row of ``cells`` comb boxes, ``cell`` px wide and 80 tall, from (x0, top)."""
+    for k in range(cells):
+        cv2.rectangle(page, (x0 + k * cell, top), (x0 + (k + 1) * cell, top + 80), 20, 2)
+
+
 def test_comb_boxes_hold_one_field():
     page = blank()
     cell, top, x0 = 58, 130, 80
-    for k in range(7):
-        cv2.rectangle(page, (x0 + k * cell, top), (x0 + (k + 1) * cell, top + 80), 20, 2)
+    comb_row(page, cell=cell, top=top, x0=x0)
     boxes = []
     for k, char in enumerate("902715"):
         boxes += write(page, char, x0 + k * cell + 12, top + 62)
@@ -137,8 +142,7 @@ def test_a_one_filling_its_comb_cell_is_a_digit_not_a_wall():
     # for a wall, the digit would vanish and its empty cell would part the field in two.
     page = blank()
     cell, top, x0 = 58, 130, 80
-    for k in range(7):
-        cv2.rectangle(page, (x0 + k * cell, top), (x0 + (k + 1) * cell, top + 80), 20, 2)
+    comb_row(page, cell=cell, top=top, x0=x0)
     boxes = []
     for k, char in enumerate("90"):
         boxes += write(page, char, x0 + k * cell + 12, top + 62)
