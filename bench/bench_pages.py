@@ -130,7 +130,7 @@ def main() -> int:
         def load(path):
             return classifier
 
-        # Warm-up: starts the worker pool and TensorFlow's graph; not timed.
+        # Warm-up: starts the worker pool and the model's session; not timed.
         run_batch(tmp / "warmup", tmp / "out-warmup", config, RunOptions(), load_model=load)
         times = []
         for index in range(args.repeat):  # a fresh OUTPUT each time: nothing is reused

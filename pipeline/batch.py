@@ -247,13 +247,13 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 
 
 def _default_load_model(path: Path, batch_size: int) -> Classifier:
-    from pipeline.classify import load_classifier  # TensorFlow stays out of import time
+    from pipeline.classify import load_classifier  # ONNX Runtime stays out of import time
 
     return load_classifier(path, batch_size=batch_size)
 
 
 class _LazyClassifier:
-    """Loads the model on first use: a run where every document is reused never imports TensorFlow."""
+    """Loads the model on first use: a run where every document is reused never loads it."""
 
     def __init__(self, load: Callable[[Path], Classifier], path: Path):
         self._load, self._path, self._model = load, path, None

@@ -1,6 +1,6 @@
 """Command line: parse options, build the config, call one library function, return an ExitCode.
 
-Nothing here imports TensorFlow at module level, so ``digits --help`` answers at once.
+Nothing here imports TensorFlow or ONNX Runtime at module level, so ``digits --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -76,6 +76,19 @@ def train(mnist, output, epochs, limit, real, seed, quiet, verbose) -> int:
         settings = settings.replace(epochs=epochs)
     train_and_save(mnist, output, settings, limit=limit, progress=not quiet and sys.stderr.isatty(),
                    real_dir=real if real is not None and real.is_dir() else None)
+    return ExitCode.ok
+
+
+@cli.command("export")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=Path("models/digits.keras"),
+              show_default=True, help="Trained Keras model with its card beside it.")
+def export(model) -> int:
+    """Write the ONNX file the batch job runs for an already trained model (`digits train` writes it too)."""
+    from pipeline.train import export_saved_model
+
+    runtime = export_saved_model(model)
+    click.echo(f"wrote {model.with_name(runtime['name'])} (sha256 {runtime['sha256'][:12]}…) and its card entry",
+               err=True)
     return ExitCode.ok
 
 

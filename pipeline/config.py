@@ -71,9 +71,10 @@ class SegmentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ClassifyConfig:
-    # The Keras model; its card is the same path with ``.card.json`` instead of ``.keras``.
+    # The trained Keras model; its card (``.card.json``) and the ONNX export the batch job
+    # runs (``.onnx``) have the same path with another suffix.
     model: Path = REPO_ROOT / "models" / "digits.keras"
-    # Crops per forward pass: large batches amortize TensorFlow's per-call overhead.
+    # Crops per forward pass: large batches amortize the runtime's per-call overhead.
     batch_size: int = 2048
 
 

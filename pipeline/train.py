@@ -23,8 +23,10 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.augment import augment_digit, make_non_digits
-from pipeline.classify import CLASS_NAMES, INPUT_CONTRACT, REJECT_CLASS, card_path, file_sha256, softmax
+from pipeline.classify import (CLASS_NAMES, INPUT_CONTRACT, REBUILD_HINT, REJECT_CLASS, card_path, check_sha256,
+                               file_sha256, runtime_path, softmax)
 from pipeline.data import Mnist, load_mnist
+from pipeline.errors import ModelError
 from pipeline.normalize import CROP_SIZE, normalize_digit
 
 log = logging.getLogger(__name__)
@@ -182,8 +184,49 @@ def train_model(mnist: Mnist, settings: TrainSettings, limit: int | None = None,
     return model, temperature, history, validation
 
 
+def export_runtime(model, model_path: Path) -> dict:
+    """Write the model's ONNX export beside it (the file the batch job runs); returns its card entry."""
+    import keras
+    import tf2onnx
+
+    model(np.zeros((1, CROP_SIZE, CROP_SIZE, 1), np.float32))  # Keras exports only a model that has run
+    runtime = runtime_path(model_path)
+    tmp = runtime.with_name(runtime.stem + ".tmp.onnx")
+    model.export(tmp, format="onnx", verbose=False)
+    os.replace(tmp, runtime)
+    return {"name": runtime.name, "sha256": file_sha256(runtime), "bytes": runtime.stat().st_size,
+            "format": "ONNX, run by ONNX Runtime",
+            "exported_with": f"keras {keras.__version__} Model.export (tf2onnx {tf2onnx.__version__})"}
+
+
+def export_saved_model(model_path: Path) -> dict:
+    """Export a trained model's runtime file and record it in its card; returns the entry.
+
+    For a model trained before the batch job ran ONNX: its weights are kept as they are.
+    The Keras file is loaded in safe mode, which refuses code (Lambda layers) inside it.
+    """
+    import keras
+
+    model_path = Path(model_path)
+    path = card_path(model_path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+        expected_sha = card["file"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"model card {path} cannot be used ({exc}); {REBUILD_HINT}") from None
+    check_sha256(model_path, expected_sha)
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for damaged archives
+        raise ModelError(f"model file {model_path} cannot be loaded ({type(exc).__name__}: {exc}); "
+                         f"{REBUILD_HINT}") from None
+    card["runtime"] = export_runtime(model, model_path)
+    path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card["runtime"]
+
+
 def write_card(model_path: Path, mnist: Mnist, settings: TrainSettings, temperature: float,
-               history: list, validation: dict, model, limit: int | None) -> dict:
+               history: list, validation: dict, model, limit: int | None, runtime: dict) -> dict:
     """Write ``<model>.card.json`` beside the model; measurements are added by ``digits eval``."""
     import keras
     import tensorflow as tf
@@ -194,6 +237,7 @@ def write_card(model_path: Path, mnist: Mnist, settings: TrainSettings, temperat
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "file": {"name": model_path.name, "sha256": file_sha256(model_path),
                  "bytes": model_path.stat().st_size},
+        "runtime": runtime,
         "input": INPUT_CONTRACT,
         "classes": list(CLASS_NAMES),
         "reject_class": REJECT_CLASS,
@@ -244,7 +288,8 @@ def train_and_save(mnist_source, model_path: Path, settings: TrainSettings, limi
     tmp = model_path.with_name(model_path.stem + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, model_path)
-    card = write_card(model_path, mnist, settings, temperature, history, validation, model, limit)
+    runtime = export_runtime(model, model_path)
+    card = write_card(model_path, mnist, settings, temperature, history, validation, model, limit, runtime)
     card["measurements"] = measure_model(load_classifier(model_path), mnist, real_dir)
     card["measurements"]["command"] = "make eval"
     card_path(model_path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
