@@ -118,6 +118,9 @@ WIDE_BLOB = 1.7
 # blob is cut into n pieces only if it is at least (n - 1) * PIECE_WIDTH digit heights wide.
 MAX_PIECES = 5
 PIECE_WIDTH = 0.6
+# A lone stroke as thin as a rule whose end comes this close to a rule (share of its
+# height) ran into it: a rule's remnant, not a 1.
+REMNANT_CLEARANCE = 0.15
 # A blob narrower than a digit height is cut only at a waist, a column whose ink spans at
 # most this share of its rows: two touching digits meet in a short bridge, while a single
 # wide digit (a 0, a 2) spans nearly its full height in its middle columns.
@@ -257,6 +260,21 @@ def _rule_under(boxes: np.ndarray, rules: np.ndarray) -> np.ndarray:
     found = under.any(axis=1)
     result[found] = np.argmax(under[found], axis=1)
     return result
+
+
+def _rule_remnant(box: np.ndarray, rules: np.ndarray) -> bool:
+    """Whether a lone stroke no wider than a rule is what a rule left behind: a frame's
+    side past the ends of the rules found (within its own height of one), or a stroke
+    running into a rule (within REMNANT_CLEARANCE of its height). A stroke standing clear
+    of the rules across it, above and below, is a 1 (in a table cell)."""
+    x, y, w, h = (float(v) for v in box)
+    rx, ry, rw, rh = (rules[:, k].astype(np.float64) for k in range(4))
+    beyond = np.maximum(np.maximum(rx - (x + w), x - (rx + rw)), 0.0)
+    if ((beyond > 0) & (beyond <= h) & (ry <= y + h + h) & (ry + rh >= y - h)).any():
+        return True
+    across = beyond == 0
+    clearance = REMNANT_CLEARANCE * h
+    return bool((across & (ry <= y + h + clearance) & (ry + rh >= y - clearance)).any())
 
 
 def _outside_rule(stats: np.ndarray, members: np.ndarray, rule_of: np.ndarray, rules: np.ndarray) -> np.ndarray:
@@ -671,8 +689,9 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         blob_ids, blob_boxes, height = _group_pieces(stats, members, near, config)
         if not blob_ids or height < config.min_digit_height:
             continue
-        if not single and len(blob_ids) == 1 and blob_boxes[0, 2] <= config.max_line_thickness:
-            continue  # a lone stroke no wider than a rule is what a rule left behind
+        if (not single and len(blob_ids) == 1 and blob_boxes[0, 2] <= config.max_line_thickness
+                and _rule_remnant(blob_boxes[0], lines.rules)):
+            continue
         if not single and on_rule[members].mean() < 0.5 and _looks_printed(blob_boxes, config):
             continue
         # Wide for one digit: wider than touch_aspect heights, or than WIDE_BLOB typical blobs.

@@ -379,6 +379,22 @@ def test_numbers_in_neighbouring_table_cells_are_two_fields():
 
 
 
+def test_a_thin_one_alone_in_a_table_cell_is_a_field_but_a_rules_remnant_is_not():
+    # All three strokes are as thin as a rule. The 1 stands clear of its cell's rules; a
+    # frame's side past the rules' ends, and a stroke running into a rule, are remnants.
+    page = blank(500, 760)
+    for y in (100, 180, 260, 340):
+        cv2.line(page, (40, y), (660, y), 30, 2)  # table rows
+    for x in (40, 330, 660):
+        cv2.line(page, (x, 100), (x, 340), 30, 2)  # table columns, through every row
+    cv2.line(page, (200, 116), (201, 164), 40, 3)  # the 1, 16 px clear of both rules
+    cv2.line(page, (690, 196), (690, 244), 30, 3)  # a frame side beyond the rules' ends
+    cv2.line(page, (500, 262), (500, 310), 30, 3)  # a stroke running into a rule
+    layout = segment_page(noisy(page, 13), CONFIG)
+    assert [len(field.blobs) for field in layout.fields] == [1]
+    assert iou(layout.fields[0].bbox, (198, 114, 6, 53)) > 0.5
+
+
 def test_a_line_of_print_may_lean_a_pixel_but_handwriting_drifting_more_is_not_print():
     # Capitals of one height whose baseline steps up one pixel halfway, as deskewing leaves it.
     caps = np.array([(20 + 18 * k, 57 + (k >= 5), 15, 18) for k in range(11)])
