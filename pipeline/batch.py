@@ -37,7 +37,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -241,9 +241,22 @@ def _worker_count(workers: int) -> int:
     return workers if workers > 0 else max(1, os.cpu_count() or 1)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of ``size`` consecutive items (the last may be shorter), taken as they come."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _counted(items: Iterable, bar) -> Iterator:
+    for item in items:
+        bar.update(1)
+        yield item
 
 
 def _default_load_model(path: Path, batch_size: int) -> Classifier:
@@ -412,18 +425,16 @@ def run_batch(source: Path, output_dir: Path, config: Config, options: RunOption
             store.put_many(rows)  # the resume point; SQLite is only touched from this thread
             read += len(rows)
 
-        # At most two chunks are in memory: one in the workers, one in the finisher thread.
+        # At most two chunks are in memory: one being gathered from the workers, one in the
+        # finisher thread. The workers read on from one chunk into the next without waiting.
         with contextlib.closing(bar), Parallel(n_jobs=jobs, return_as="generator") as parallel, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish") as finisher:
-            for chunk in _chunks(tasks, config.run.chunk_documents):
-                works = []
-                for work in parallel(
-                    delayed(read_document)(task, config.input, config.segment,
-                                           config.output.field_images, options.raise_on_error, jobs > 1)
-                    for task in chunk
-                ):
-                    works.append(work)
-                    bar.update(1)
+            read_all = parallel(
+                delayed(read_document)(task, config.input, config.segment,
+                                       config.output.field_images, options.raise_on_error, jobs > 1)
+                for task in tasks
+            )
+            for works in _chunks(_counted(read_all, bar), config.run.chunk_documents):
                 reused += sum(work.status == "reused" for work in works)
                 if finishing is not None:
                     commit(finishing)
