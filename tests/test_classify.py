@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.classify import (CLASS_NAMES, INPUT_CONTRACT, card_path, file_sha256, load_classifier, runtime_path,
                                softmax)
+from pipeline.cli import main
 from pipeline.errors import ExitCode, ModelError
 from pipeline.train import export_runtime, export_saved_model
 
@@ -117,3 +118,14 @@ def test_export_of_a_saved_model_matches_and_refuses_code_inside(tmp_path):
     coded = save_model_with_card(tmp_path / "coded.keras", keras.Model(inputs, keras.layers.Dense(11)(x)))
     with pytest.raises(ModelError, match="cannot be loaded"):
         export_saved_model(coded)
+
+
+def test_digits_export_writes_the_runtime_file_or_says_why_not(tmp_path, capsys):
+    path = save_model_with_card(tmp_path / "m.keras", tiny_model())
+    runtime_path(path).unlink()
+    assert main(["export", "--model", str(path)]) == ExitCode.ok
+    assert "m.onnx" in capsys.readouterr().err
+    load_classifier(path)
+    card_path(path).unlink()
+    assert main(["export", "--model", str(path)]) == ExitCode.could_not_run
+    assert "m.card.json" in capsys.readouterr().err

@@ -363,12 +363,17 @@ def test_a_table_column_parts_the_numbers_on_either_side():
     assert len(set(_link_rows(boxes, np.zeros(4, np.int64), 1.5, np.zeros((0, 4), np.int64)))) == 1
 
 
+def table(page: np.ndarray) -> None:
+    """Three rows of two cells: rules at y 100-340 from x 40 to 660, columns through every row."""
+    for y in (100, 180, 260, 340):
+        cv2.line(page, (40, y), (660, y), 30, 2)
+    for x in (40, 330, 660):
+        cv2.line(page, (x, 100), (x, 340), 30, 2)
+
+
 def test_numbers_in_neighbouring_table_cells_are_two_fields():
     page = blank(500, 700)
-    for y in (100, 180, 260, 340):
-        cv2.line(page, (40, y), (660, y), 30, 2)  # table rows
-    for x in (40, 330, 660):
-        cv2.line(page, (x, 100), (x, 340), 30, 2)  # table columns, through every row
+    table(page)
     left = write(page, "205", 225, 245, seed=5)
     right = write(page, "31", 342, 245, seed=6)
     assert 0 < right[0][0] - (left[-1][0] + left[-1][2]) < 30  # closer than the digits are tall
@@ -378,15 +383,11 @@ def test_numbers_in_neighbouring_table_cells_are_two_fields():
     assert iou(layout.fields[1].bbox, union(right)) > 0.7
 
 
-
 def test_a_thin_one_alone_in_a_table_cell_is_a_field_but_a_rules_remnant_is_not():
     # All three strokes are as thin as a rule. The 1 stands clear of its cell's rules; a
     # frame's side past the rules' ends, and a stroke running into a rule, are remnants.
     page = blank(500, 760)
-    for y in (100, 180, 260, 340):
-        cv2.line(page, (40, y), (660, y), 30, 2)  # table rows
-    for x in (40, 330, 660):
-        cv2.line(page, (x, 100), (x, 340), 30, 2)  # table columns, through every row
+    table(page)
     cv2.line(page, (200, 116), (201, 164), 40, 3)  # the 1, 16 px clear of both rules
     cv2.line(page, (690, 196), (690, 244), 30, 3)  # a frame side beyond the rules' ends
     cv2.line(page, (500, 262), (500, 310), 30, 3)  # a stroke running into a rule
