@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +193,10 @@ def export_runtime(model, model_path: Path) -> dict:
     model(np.zeros((1, CROP_SIZE, CROP_SIZE, 1), np.float32))  # Keras exports only a model that has run
     runtime = runtime_path(model_path)
     tmp = runtime.with_name(runtime.stem + ".tmp.onnx")
-    model.export(tmp, format="onnx", verbose=False)
+    with warnings.catch_warnings():
+        # Keras' bundled tf2onnx shim probes ``np.object``, which numpy 2 warns about.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="keras")
+        model.export(tmp, format="onnx", verbose=False)
     os.replace(tmp, runtime)
     return {"name": runtime.name, "sha256": file_sha256(runtime), "bytes": runtime.stat().st_size,
             "format": "ONNX, run by ONNX Runtime",
@@ -205,6 +209,7 @@ def export_saved_model(model_path: Path) -> dict:
     For a model trained before the batch job ran ONNX: its weights are kept as they are.
     The Keras file is loaded in safe mode, which refuses code (Lambda layers) inside it.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     model_path = Path(model_path)
