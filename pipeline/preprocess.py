@@ -338,6 +338,11 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     A wall touches both rules; a digit's stroke that only comes close to them does not
     (digits in comb cells often fill the cell to within a few pixels of its top rule).
     """
+    # Where a bold stroke touches a wall, the two make one run too wide for a wall (wider
+    # than thick + 1): those rows are left out, and the wall's rows above and below them
+    # stand thin on their own, each reaching one rule (see _walls_in_gaps).
+    too_wide = cv2.morphologyEx(ticks, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick + 2, 1)))
+    ticks = ticks & ~too_wide
     reach = np.ones((WALL_REACH + WALL_OVERSHOOT + 1, 3), np.uint8)
     near_top = cv2.dilate(horizontal, reach, anchor=(1, WALL_REACH))
     near_bottom = cv2.dilate(horizontal, reach, anchor=(1, WALL_OVERSHOOT))

@@ -116,6 +116,20 @@ def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
     assert not lines.vertical[170:215, 93:98].any(), "off the pitch: a digit's stroke"
 
 
+def test_a_comb_wall_that_a_bold_stroke_touches_is_still_a_wall():
+    # Where they touch, wall and stroke make one run too wide for a wall; the wall's rows
+    # above and below that stay thin, each reaching one rule, where the comb misses a wall.
+    dark = np.zeros((600, 700), np.uint8)
+    cv2.line(dark, (20, 160), (500, 160), 230, 2)
+    cv2.line(dark, (20, 240), (500, 240), 230, 2)
+    for x in range(20, 501, 60):
+        cv2.line(dark, (x, 160), (x, 240), 230, 2)
+    cv2.line(dark, (268, 185), (268, 215), 230, 12)  # a bold digit's side against the wall at 260
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[170, 260] == 255 and lines.vertical[230, 260] == 255
+    assert lines.vertical[200, 268] == 0, "the digit's stroke stays"
+
+
 @pytest.mark.parametrize("walls", [(20, 120, 145, 220, 400, 500), (20, 145, 180)])
 def test_walls_of_irregular_or_short_rows_are_all_walls(walls):
     # Off-pitch ticks are strokes only in a regular row of enough walls: a table's cells

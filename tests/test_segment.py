@@ -137,6 +137,21 @@ def test_comb_boxes_hold_one_field():
     assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
 
 
+def test_a_comb_wall_that_bold_digits_touch_is_still_erased():
+    # A bold 0 touching its cell's left wall: where they touch, wall and stroke make one
+    # run too wide for a wall, and the whole wall stayed on the page beside the digit.
+    page = blank()
+    cell, top, x0 = 58, 130, 80
+    comb_row(page, cell=cell, top=top, x0=x0)
+    for k in range(6):
+        cv2.ellipse(page, (x0 + k * cell + 24, top + 40), (18, 24), 0, 0, 360, 20, 10)
+    layout = segment_page(noisy(page, 4), CONFIG)
+    assert len(layout.fields) == 1
+    blobs = [blob.bbox for blob in layout.fields[0].blobs]
+    assert len(blobs) == 6
+    assert all(w > 20 for _, _, w, _ in blobs)
+
+
 def test_a_one_filling_its_comb_cell_is_a_digit_not_a_wall():
     # A tall 1 from rule to rule between two walls is off the comb's pitch: were it taken
     # for a wall, the digit would vanish and its empty cell would part the field in two.
