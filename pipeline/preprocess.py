@@ -405,9 +405,9 @@ def _strokes_off_pitch(stats: np.ndarray, ticks: np.ndarray) -> np.ndarray:
 
 def _walls_in_gaps(stats: np.ndarray, walls: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """The ``candidates`` (thin ticks touching one rule of a comb) standing where a regular
-    comb row of ``walls`` misses one, a gap of two pitches: walls too. A wall whose end a
-    digit's ink or a box corner's overshoot carries past its rule fails the two-rule test,
-    and left on the page it reads as a 1."""
+    comb row of ``walls`` misses one, a gap of two pitches or one pitch past its last wall
+    at either end: walls too. A wall whose end a digit's ink or a box corner's overshoot
+    carries past its rule fails the two-rule test, and left on the page it reads as a 1."""
     if candidates.size == 0:
         return candidates
     centre = stats[walls, 0] + stats[walls, 2] / 2.0
@@ -418,12 +418,14 @@ def _walls_in_gaps(stats: np.ndarray, walls: np.ndarray, candidates: np.ndarray)
         gaps = np.diff(centre[order])
         pitch = np.median(gaps)
         double = np.abs(gaps - 2 * pitch) <= PITCH_SLACK * pitch
-        if pitch <= 0 or not double.any() or not (double | (np.abs(gaps - pitch) <= PITCH_SLACK * pitch)).all():
+        if pitch <= 0 or not (double | (np.abs(gaps - pitch) <= PITCH_SLACK * pitch)).all():
             continue
         top = np.median(stats[walls[order], 1])
         height = np.median(stats[walls[order], 3])
         in_row = _share_rows(cy, ch, top, height)
-        for middle in (centre[order][:-1] + gaps / 2.0)[double]:
+        # In a two-pitch gap's middle, or one pitch past either end (the comb's outer side).
+        ends = [centre[order][0] - pitch, centre[order][-1] + pitch]
+        for middle in list((centre[order][:-1] + gaps / 2.0)[double]) + ends:
             found += np.flatnonzero(in_row & (np.abs(cx - middle) <= PITCH_SLACK * pitch)).tolist()
     return candidates[sorted(set(found))]
 

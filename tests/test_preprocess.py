@@ -116,6 +116,19 @@ def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
     assert not lines.vertical[170:215, 93:98].any(), "off the pitch: a digit's stroke"
 
 
+def test_a_combs_outer_wall_reaching_one_rule_is_a_wall_but_a_stroke_in_its_cell_is_not():
+    dark = np.zeros((600, 700), np.uint8)
+    cv2.line(dark, (20, 160), (500, 160), 230, 2)
+    cv2.line(dark, (20, 240), (500, 240), 230, 2)
+    for x in range(80, 501, 60):
+        cv2.line(dark, (x, 160), (x, 240), 230, 2)
+    cv2.line(dark, (20, 160), (20, 210), 230, 2)  # the outer wall, cut short of the bottom rule
+    cv2.line(dark, (50, 160), (50, 210), 230, 2)  # a 1 in the first cell reaching the top rule
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[190, 20] == 255, "one pitch before the first wall"
+    assert lines.vertical[170:205, 48:53].max() == 0, "half a pitch in: a digit's stroke"
+
+
 def test_a_comb_wall_that_a_bold_stroke_touches_is_still_a_wall():
     # Where they touch, wall and stroke make one run too wide for a wall; the wall's rows
     # above and below that stay thin, each reaching one rule, where the comb misses a wall.
