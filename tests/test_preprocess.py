@@ -103,13 +103,20 @@ def test_digit_stroke_touching_both_comb_rules_between_walls_is_not_a_wall():
     assert not lines.vertical[70:130, 94:99].any()  # the digit is not
 
 
-def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
-    dark = np.zeros((600, 700), np.uint8)  # large enough to be searched at half size
+def comb_darkness(walls=range(20, 501, 60), bottoms=None) -> np.ndarray:
+    """Darkness of a comb row: rules at y 160 and 240 from x 20 to 500, a wall at each of
+    ``walls`` running down to ``bottoms[x]`` (default the bottom rule). Large enough to be
+    searched at half size."""
+    dark = np.zeros((600, 700), np.uint8)
     cv2.line(dark, (20, 160), (500, 160), 230, 2)
     cv2.line(dark, (20, 240), (500, 240), 230, 2)
-    for x in range(20, 501, 60):
-        bottom = 262 if x == 260 else 240  # one wall runs on well past the bottom rule
-        cv2.line(dark, (x, 160), (x, bottom), 230, 2)
+    for x in walls:
+        cv2.line(dark, (x, 160), (x, (bottoms or {}).get(x, 240)), 230, 2)
+    return dark
+
+
+def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
+    dark = comb_darkness(bottoms={260: 262})  # one wall runs on well past the bottom rule
     cv2.line(dark, (95, 158), (95, 215), 230, 3)  # a 1 reaching up to the top rule only
     lines = preprocess.find_lines(dark, 100, 70, 6, 120)
     assert lines.vertical[200, 260] == 255, "at the comb's pitch, where a wall is missing"
@@ -117,12 +124,7 @@ def test_a_wall_carried_past_its_rule_is_a_wall_where_the_comb_misses_one():
 
 
 def test_a_combs_outer_wall_reaching_one_rule_is_a_wall_but_a_stroke_in_its_cell_is_not():
-    dark = np.zeros((600, 700), np.uint8)
-    cv2.line(dark, (20, 160), (500, 160), 230, 2)
-    cv2.line(dark, (20, 240), (500, 240), 230, 2)
-    for x in range(80, 501, 60):
-        cv2.line(dark, (x, 160), (x, 240), 230, 2)
-    cv2.line(dark, (20, 160), (20, 210), 230, 2)  # the outer wall, cut short of the bottom rule
+    dark = comb_darkness(bottoms={20: 210})  # the outer wall, cut short of the bottom rule
     cv2.line(dark, (50, 160), (50, 210), 230, 2)  # a 1 in the first cell reaching the top rule
     lines = preprocess.find_lines(dark, 100, 70, 6, 120)
     assert lines.vertical[190, 20] == 255, "one pitch before the first wall"
@@ -132,11 +134,7 @@ def test_a_combs_outer_wall_reaching_one_rule_is_a_wall_but_a_stroke_in_its_cell
 def test_a_comb_wall_that_a_bold_stroke_touches_is_still_a_wall():
     # Where they touch, wall and stroke make one run too wide for a wall; the wall's rows
     # above and below that stay thin, each reaching one rule, where the comb misses a wall.
-    dark = np.zeros((600, 700), np.uint8)
-    cv2.line(dark, (20, 160), (500, 160), 230, 2)
-    cv2.line(dark, (20, 240), (500, 240), 230, 2)
-    for x in range(20, 501, 60):
-        cv2.line(dark, (x, 160), (x, 240), 230, 2)
+    dark = comb_darkness()
     cv2.line(dark, (268, 185), (268, 215), 230, 12)  # a bold digit's side against the wall at 260
     lines = preprocess.find_lines(dark, 100, 70, 6, 120)
     assert lines.vertical[170, 260] == 255 and lines.vertical[230, 260] == 255
