@@ -95,6 +95,13 @@ MERGED_HEIGHT = 1.4
 # past the top of its stem, a 5's flag beside its body's shoulder. Digits side by side
 # share a few columns at most, even when they touch.
 NESTED_OVERLAP = 0.5
+# Pieces one over the other, sharing MERGE_OVERLAP of the narrower one's columns, with a
+# gap of at most STACK_GAP of the taller one's height and together at most STACK_SPAN of
+# it, link into one field: a bold 7's bar that rule removal parted from its stem, a 5's
+# halves. Their rows overlap too little to link side by side, and alone the bar was a
+# field of its own. Two digits on consecutive lines are further apart or taller together.
+STACK_GAP = 0.25
+STACK_SPAN = 2.0
 # Printed text: at least this share of pieces share one baseline, and there are at most
 # this share as many distinct heights as pieces (descenders and punctuation disagree).
 PRINTED_SHARE = 0.6
@@ -213,8 +220,9 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float, columns: np.n
     Pieces side by side, of similar height, link when closer than ``gap`` digit heights,
     or closer than RULE_GAP heights of the taller when they stand on the same rule
     (``rule_of``, -1 for none): the digits of a comb row or an underline belong together,
-    a broken digit's short piece included. A table column (row of ``columns``,
-    (x, y, w, h)) standing between two pieces, across both, parts them however close.
+    a broken digit's short piece included. Pieces one over the other link when close
+    (STACK_GAP, STACK_SPAN). A table column (row of ``columns``, (x, y, w, h)) standing
+    between two pieces, across both, parts them however close.
     """
     x, y, w, h = (boxes[:, k].astype(np.float64) for k in range(4))
     overlap = np.minimum(y + h, (y + h)[:, None]) - np.maximum(y, y[:, None])
@@ -227,6 +235,9 @@ def _link_rows(boxes: np.ndarray, rule_of: np.ndarray, gap: float, columns: np.n
     inside = overlap >= shorter - PIECE_SLACK * taller
     linked = (overlap >= ROW_OVERLAP * shorter) & ((taller <= HEIGHT_RATIO * shorter) | inside)
     linked &= (space <= gap * mean_height) | (same_rule & (space <= RULE_GAP * taller))
+    span = np.maximum(y + h, (y + h)[:, None]) - np.minimum(y, y[:, None])
+    linked |= ((-space >= MERGE_OVERLAP * np.minimum(w, w[:, None])) & (overlap <= 0)
+               & (-overlap <= STACK_GAP * taller) & (span <= STACK_SPAN * taller))
     pairs_i, pairs_j = np.nonzero(np.triu(linked, 1))
     if columns.shape[0] and pairs_i.size:
         # Each linked pair's gap (columns) and shared rows, one row per pair.

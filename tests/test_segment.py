@@ -369,6 +369,28 @@ def test_a_broken_digits_piece_on_a_comb_rule_links_across_its_cell():
     assert labels[0] == labels[1] == labels[2]
 
 
+def test_a_bar_parted_from_its_stem_links_over_it_but_the_next_line_does_not():
+    # A 3, a bold 7's bar above its stem (rows apart from the 3's), the stem, a 1; and a
+    # 4 on the line below the 3, 12 px under it.
+    boxes = np.array([[100, 200, 40, 48], [150, 180, 50, 20], [165, 204, 22, 44], [210, 198, 30, 44],
+                      [102, 260, 38, 46]])
+    labels = _link_rows(boxes, np.full(5, -1), 1.5, np.zeros((0, 4), np.int64))
+    assert len(set(labels[:4])) == 1
+    assert labels[4] != labels[0]
+
+
+def test_a_bold_sevens_bar_apart_from_its_stem_is_not_a_field_of_its_own():
+    page = blank()
+    left = write(page, "3", 100, 245, scale=2.5, seed=1)
+    x = left[0][0] + left[0][2] + 14
+    cv2.line(page, (x, 192), (x + 30, 192), 40, 17)  # the bar, higher than the 3 and the 1
+    cv2.line(page, (x + 28, 207), (x + 14, 243), 40, 6)  # the stem, apart from it
+    write(page, "1", x + 44, 245, scale=2.5, seed=2)
+    layout = segment_page(noisy(page, 3), CONFIG)
+    assert len(layout.fields) == 1
+    assert layout.fields[0].bbox[1] <= 185
+
+
 def test_a_table_column_parts_the_numbers_on_either_side():
     boxes = np.array([[100, 100, 40, 60], [150, 100, 40, 60], [230, 100, 40, 60], [280, 100, 40, 60]])
     column = np.array([[208, 40, 2, 300]])
