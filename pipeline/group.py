@@ -27,8 +27,9 @@ from pipeline.segment import SEGMENT_REASONS, Box, PageLayout
 LOW_CONFIDENCE = "low_confidence"  # a digit below FlagConfig.min_digit_confidence
 NOT_A_DIGIT = "not_a_digit"  # the model rejected a full-size blob inside the field
 FORCED_SPLIT = "forced_split"  # touching digits were read by cutting a blob
+FORCED_MERGE = "forced_merge"  # two neighbouring pieces were read together as one digit
 # Every reason a field can be flagged for, declared once (segmentation's doubts included).
-FLAG_REASONS = (LOW_CONFIDENCE, NOT_A_DIGIT, FORCED_SPLIT) + SEGMENT_REASONS
+FLAG_REASONS = (LOW_CONFIDENCE, NOT_A_DIGIT, FORCED_SPLIT, FORCED_MERGE) + SEGMENT_REASONS
 
 # Log-probability given up per cut: a whole blob read at p=0.6 still beats two pieces at
 # p=0.95 (mean log -0.05 - 0.5 < log 0.6 = -0.51), so cuts win only over a clearly bad read.
@@ -75,6 +76,24 @@ def _union(boxes: list[Box]) -> Box:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
+def _together_wins(together: int, apart: range, best: list[float], best_log: list[float],
+                   top_log: list[float], rejects: list[bool]) -> bool:
+    """Whether a merged blob (``segment._merge_hypotheses``) reads as one digit.
+
+    Row ``together`` is the pieces read together, rows ``apart`` each piece alone. Two
+    pieces each read as a digit surely stay apart (a 1 beside a 4 is not a 4). Otherwise
+    together wins when it is a digit read surely, or when its log-probability less
+    CUT_PENALTY beats the pieces' mean; a piece the model rejects counts by how sure the
+    rejection is (a stray mark beside a digit is well read apart).
+    """
+    if rejects[together] or all(best[k] >= SURE_PIECE and not rejects[k] for k in apart):
+        return False
+    if best[together] >= SURE_PIECE:
+        return True
+    apart_log = sum(top_log[k] if rejects[k] else best_log[k] for k in apart) / len(apart)
+    return best_log[together] - CUT_PENALTY > apart_log
+
+
 def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tuple[FieldReading, ...]:
     """Read every field of a page.
 
@@ -103,6 +122,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
     best = probs[np.arange(expected), labels]
     best_log = np.log(np.maximum(best, PROB_FLOOR)).tolist()
     rejects = (probs.argmax(axis=1) == REJECT_CLASS).tolist()
+    top_log = np.log(np.maximum(probs.max(axis=1), PROB_FLOOR)).tolist()
     labels, best = labels.tolist(), best.tolist()
     fields = []
     row = 0
@@ -110,9 +130,23 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
         heights = [blob.bbox[3] for blob in field.blobs]
         median_height = statistics.median(heights) if heights else 0.0
         digits: list[DigitReading] = []
-        rejected_full = split = False
+        rejected_full = split = merged = False
         rejected = pieces = 0  # pieces read (whole blobs or cut pieces), and those rejected
         for blob in field.blobs:
+            if blob.merged:
+                together, apart = row, range(row + 1, row + 1 + len(blob.readings[1]))
+                row = apart.stop
+                won = _together_wins(together, apart, best, best_log, top_log, rejects)
+                merged |= won
+                units = [(blob.readings[0][0], together)] if won else zip(blob.readings[1], apart)
+                for candidate, k in units:  # each read as an uncut blob
+                    pieces += 1
+                    if rejects[k]:
+                        rejected += 1
+                        rejected_full |= candidate.bbox[3] >= FULL_SIZE * median_height
+                    else:
+                        digits.append(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox))
+                continue
             # Each reading scores the mean log-probability of its pieces' best digits,
             # less CUT_PENALTY per cut unless the cut is sure; the first best score wins.
             starts, scores = [], []
@@ -145,6 +179,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
             LOW_CONFIDENCE: any(d.confidence < config.min_digit_confidence for d in digits),
             NOT_A_DIGIT: rejected_full,
             FORCED_SPLIT: split,
+            FORCED_MERGE: merged,
         }
         found.update({reason: reason in field.reasons for reason in SEGMENT_REASONS})
         reasons = tuple(reason for reason in FLAG_REASONS if found[reason])

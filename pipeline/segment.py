@@ -121,6 +121,13 @@ NORMALIZE_SIDE = 48
 # A blob this many times as wide as the field's median blob may be two touching digits
 # (a "1" leaning on an "8" is narrower than touch_aspect heights).
 WIDE_BLOB = 1.7
+# Neighbouring blobs may be one digit in two strokes (a 4's two strokes, a 0 in two arcs,
+# a 1 and its flag: real writers lift the pen, and a thin stroke breaks at the ink level)
+# when they are at most MERGE_GAP digit heights apart, together no wider than tall, and
+# one of them at most MERGE_SHORT of their joint height: two whole digits side by side
+# are wider than that together, or both full height. The classifier decides.
+MERGE_GAP = 0.1
+MERGE_SHORT = 0.85
 # Touching digits: at most this many in one blob (amounts like "000" run together), and a
 # blob is cut into n pieces only if it is at least (n - 1) * PIECE_WIDTH digit heights wide.
 MAX_PIECES = 5
@@ -148,6 +155,9 @@ class Blob:
 
     bbox: Box
     readings: tuple[tuple[Candidate, ...], ...]  # readings[0] is uncut; later ones are cuts
+    # Two neighbouring blobs proposed as one digit in two strokes (_merge_hypotheses):
+    # readings[0] reads them together, readings[1] apart, each piece as an uncut blob.
+    merged: bool = False
 
 
 @dataclass(frozen=True)
@@ -555,6 +565,41 @@ def _build_blob(ids: list[int], box: np.ndarray, stats: np.ndarray, labels: np.n
     return Blob(frame.box(x, y, w, h), tuple(readings))
 
 
+def _mergeable(left: np.ndarray, right: np.ndarray, height: float) -> bool:
+    """Whether neighbouring blob boxes ``left`` and ``right`` (x, y, w, h) may be one digit
+    written in two strokes, in a field of digits ``height`` tall (see MERGE_GAP)."""
+    union = _union_box(np.stack([left, right]))
+    return bool(right[0] - (left[0] + left[2]) <= MERGE_GAP * height
+                and union[2] <= union[3]
+                and min(left[3], right[3]) <= MERGE_SHORT * union[3])
+
+
+def _merge_hypotheses(blobs: list[Blob | None], blob_ids: list[list[int]], blob_boxes: np.ndarray,
+                      stats: np.ndarray, labels: np.ndarray, dark: np.ndarray, height: float,
+                      frame: _Frame, pale: _PaleInk | None) -> list[Blob | None]:
+    """``blobs`` (left to right, boxes ``blob_boxes``), each pair that may be one digit in
+    two strokes replaced by a merged blob that reads them together or apart: the classifier
+    picks (``group.read_fields``). Pairs are taken left to right, a blob in one pair at
+    most. Apart, each piece is read uncut: pieces together no wider than tall are
+    narrower than touching digits."""
+    out = []
+    k = 0
+    while k < len(blobs):
+        first = blobs[k]
+        second = blobs[k + 1] if k + 1 < len(blobs) else None
+        if first is not None and second is not None and _mergeable(blob_boxes[k], blob_boxes[k + 1], height):
+            together = _build_blob(blob_ids[k] + blob_ids[k + 1], _union_box(blob_boxes[k:k + 2]), stats, labels,
+                                   dark, height, math.inf, frame, pale)
+            if together is not None:
+                apart = (first.readings[0][0], second.readings[0][0])
+                out.append(Blob(together.bbox, (together.readings[0], apart), merged=True))
+                k += 2
+                continue
+        out.append(first)
+        k += 1
+    return out
+
+
 def _reading_order(boxes: list[np.ndarray]) -> list[int]:
     """Indices of field boxes top to bottom, then left to right within a row."""
     order = sorted(range(len(boxes)), key=lambda i: boxes[i][1] + boxes[i][3] / 2.0)
@@ -618,7 +663,13 @@ def _digit_heights(fields: tuple[FieldLayout, ...]) -> tuple[float, float]:
     of that and the 75th percentile of heights, which a few tall merged blobs do not
     inflate: the re-read's scale comes from it, so it never overshoots to tiny digits.
     """
-    boxes = np.array([blob.bbox for field in fields for blob in field.blobs], np.float64)
+    # A merged blob counts as the pieces it was found as: proposing a merge does not move
+    # the scale a page is read at.
+    found = []
+    for field in fields:
+        for blob in field.blobs:
+            found.extend([candidate.bbox for candidate in blob.readings[1]] if blob.merged else [blob.bbox])
+    boxes = np.array(found, np.float64)
     if boxes.shape[0] == 0:
         return 0.0, 0.0
     heights = boxes[:, 3]
@@ -711,6 +762,8 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
             min_width = min(min_width, WIDE_BLOB * percentile(blob_boxes[:, 2], 50))
         blobs = [_build_blob(ids, blob_box, stats, labels, dark, height, min_width, frame, pale)
                  for ids, blob_box in zip(blob_ids, blob_boxes)]
+        if not single:
+            blobs = _merge_hypotheses(blobs, blob_ids, blob_boxes, stats, labels, dark, height, frame, pale)
         blobs = [b for b in blobs if b is not None]
         if not blobs:
             continue

@@ -10,6 +10,7 @@ import pytest
 from pipeline.config import FlagConfig
 from pipeline.group import (
     FLAG_REASONS,
+    FORCED_MERGE,
     FORCED_SPLIT,
     LOW_CONFIDENCE,
     NOT_A_DIGIT,
@@ -164,6 +165,49 @@ def test_printed_word_cut_into_rejected_pieces_is_not_reported():
     (field,) = read_fields(word, rows, FLAGS)
     assert field.text == "171"
     assert FORCED_SPLIT in field.reasons and field.flagged
+
+
+def merged(x: int) -> Blob:
+    """Two neighbouring pieces proposed as one digit: a short one (12 x 20) and a tall one."""
+    apart = (Candidate((x, 20, 12, 20), CROP), Candidate((x + 12, 10, 8, 30), CROP))
+    return Blob((x, 10, 20, 30), ((candidate(x),), apart), merged=True)
+
+
+def test_pieces_read_together_when_the_whole_is_a_sure_digit_and_a_piece_is_not():
+    # A 4 in two strokes: together a sure 4; apart an unsure 6 and a sure 1.
+    rows = probs(onehot(7), onehot(4, 0.99), onehot(6, 0.6), onehot(1, 0.99))
+    (field,) = read_fields(page((blob(0), merged(30))), rows, FLAGS)
+    assert field.text == "74"
+    assert field.reasons == (FORCED_MERGE,) and field.flagged
+    assert field.digits[1].bbox == (30, 10, 20, 30)
+
+
+def test_pieces_each_read_as_a_sure_digit_stay_apart():
+    # A 1 beside a 4: together it passes for a sure 4 too, but two sure digits stay two.
+    rows = probs(onehot(7), onehot(4, 0.99), onehot(4, 0.99), onehot(1, 0.99))
+    (field,) = read_fields(page((blob(0), merged(30))), rows, FLAGS)
+    assert (field.text, field.reasons) == ("741", ())
+    assert [d.bbox for d in field.digits[1:]] == [(30, 20, 12, 20), (42, 10, 8, 30)]
+
+
+def test_pieces_rejected_together_stay_apart():
+    rows = probs(onehot(7), onehot(10, 0.9), onehot(6, 0.6), onehot(1, 0.6))
+    (field,) = read_fields(page((blob(0), merged(30))), rows, FLAGS)
+    assert field.text == "761"
+    assert FORCED_MERGE not in field.reasons
+
+
+def test_a_surely_rejected_piece_apart_counts_as_well_read():
+    # A 0 beside a stray mark the model surely rejects, and together an unsure 9: apart
+    # wins, the mark is dropped. Scored by its digits alone the mark would lose.
+    rows = probs(onehot(7), onehot(9, 0.6), onehot(0, 0.99), onehot(10, 0.99))
+    (field,) = read_fields(page((blob(0), merged(30))), rows, FLAGS)
+    assert field.text == "70"
+    # Both pieces unsure digits: the unsure whole, less the penalty, still beats them.
+    rows = probs(onehot(7), onehot(8, 0.8), onehot(0, 0.3), onehot(3, 0.3))
+    (field,) = read_fields(page((blob(0), merged(30))), rows, FLAGS)
+    assert field.text == "78"
+    assert FORCED_MERGE in field.reasons
 
 
 def test_segmentation_doubts_become_flags():

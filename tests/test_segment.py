@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import SegmentConfig
 from pipeline.segment import (PALE_INK, THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces,
-                              _link_rows, _looks_printed, _pale_grown, layout_crops, segment_page)
+                              _link_rows, _looks_printed, _mergeable, _pale_grown, layout_crops, segment_page)
 
 CONFIG = SegmentConfig()
 FONT = cv2.FONT_HERSHEY_SCRIPT_SIMPLEX
@@ -231,6 +231,30 @@ def test_broken_five_is_one_candidate():
     assert len(layout.fields) == 1
     assert len(layout.fields[0].blobs) == 2
     assert iou(layout.fields[0].blobs[0].bbox, boxes[0]) > 0.7
+
+
+def test_a_four_in_two_strokes_is_proposed_whole_and_apart():
+    # A 4 as real writers break it: the slant and bar in one stroke, the stem apart.
+    page = blank()
+    write(page, "72", 100, 200, scale=2.0, thickness=4)
+    x, top = 180, 162
+    cv2.line(page, (x + 10, top + 2), (x, top + 24), 40, 4, cv2.LINE_AA)
+    cv2.line(page, (x, top + 24), (x + 11, top + 24), 40, 4, cv2.LINE_AA)
+    cv2.line(page, (x + 19, top), (x + 19, top + 40), 40, 4, cv2.LINE_AA)
+    assert cv2.connectedComponents((page[:, x - 5:] < 128).astype(np.uint8))[0] - 1 == 2
+    (field,) = segment_page(noisy(page, 4), CONFIG).fields
+    assert len(field.blobs) == 3
+    four = field.blobs[2]
+    assert four.merged and [len(reading) for reading in four.readings] == [1, 2]
+    assert iou(four.bbox, (x - 2, top - 2, 25, 45)) > 0.8
+    assert four.readings[1][0].bbox[0] < four.readings[1][1].bbox[0]
+
+
+def test_only_a_short_piece_close_beside_another_may_be_its_digits_other_stroke():
+    assert _mergeable(np.array([0, 20, 12, 35]), np.array([15, 0, 6, 55]), 55.0)
+    assert not _mergeable(np.array([0, 0, 20, 50]), np.array([24, 0, 20, 50]), 50.0)  # both full height
+    assert not _mergeable(np.array([0, 20, 12, 35]), np.array([22, 0, 6, 55]), 55.0)  # too far apart
+    assert not _mergeable(np.array([0, 10, 30, 30]), np.array([30, 0, 20, 40]), 40.0)  # wider than tall
 
 
 def test_a_sevens_bar_apart_from_its_stem_is_one_blob():
