@@ -134,45 +134,42 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
         rejected = pieces = 0  # pieces read (whole blobs or cut pieces), and those rejected
         for blob in field.blobs:
             if blob.merged:
+                # Together or apart, each candidate is read as an uncut blob.
                 together, apart = row, range(row + 1, row + 1 + len(blob.readings[1]))
                 row = apart.stop
                 won = _together_wins(together, apart, best, best_log, top_log, rejects)
                 merged |= won
                 units = [(blob.readings[0][0], together)] if won else zip(blob.readings[1], apart)
-                for candidate, k in units:  # each read as an uncut blob
-                    pieces += 1
-                    if rejects[k]:
-                        rejected += 1
+                cut = False
+            else:
+                # Each reading scores the mean log-probability of its pieces' best digits,
+                # less CUT_PENALTY per cut unless the cut is sure; the first best score wins.
+                starts, scores = [], []
+                whole_sure = best[row] >= SURE_PIECE and not rejects[row] and blob.bbox[2] < blob.bbox[3]
+                for reading in blob.readings:
+                    starts.append(row)
+                    pieces_at = range(row, row + len(reading))
+                    sure = (len(reading) > 1 and not whole_sure
+                            and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
+                            and all(c.bbox[3] >= SURE_HEIGHT * blob.bbox[3] for c in reading))
+                    penalty = 0.0 if sure else CUT_PENALTY * (len(reading) - 1)
+                    scores.append(sum(best_log[k] for k in pieces_at) / len(reading) - penalty)
+                    row += len(reading)
+                choice = scores.index(max(scores))
+                cut = choice > 0
+                split |= cut
+                chosen = blob.readings[choice]
+                units = zip(chosen, range(starts[choice], starts[choice] + len(chosen)))
+            for candidate, k in units:
+                pieces += 1
+                if rejects[k]:
+                    rejected += 1
+                    if not cut:  # an uncut blob the model rejects is left out of the text
                         rejected_full |= candidate.bbox[3] >= FULL_SIZE * median_height
-                    else:
-                        digits.append(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox))
-                continue
-            # Each reading scores the mean log-probability of its pieces' best digits,
-            # less CUT_PENALTY per cut unless the cut is sure; the first best score wins.
-            starts, scores = [], []
-            whole_sure = best[row] >= SURE_PIECE and not rejects[row] and blob.bbox[2] < blob.bbox[3]
-            for reading in blob.readings:
-                starts.append(row)
-                pieces_at = range(row, row + len(reading))
-                sure = (len(reading) > 1 and not whole_sure
-                        and all(best[k] >= SURE_PIECE and not rejects[k] for k in pieces_at)
-                        and all(c.bbox[3] >= SURE_HEIGHT * blob.bbox[3] for c in reading))
-                penalty = 0.0 if sure else CUT_PENALTY * (len(reading) - 1)
-                scores.append(sum(best_log[k] for k in pieces_at) / len(reading) - penalty)
-                row += len(reading)
-            choice = scores.index(max(scores))
-            chosen = range(starts[choice], starts[choice] + len(blob.readings[choice]))
-            pieces += len(chosen)
-            if choice == 0 and rejects[chosen[0]]:
-                rejected += 1
-                rejected_full |= blob.bbox[3] >= FULL_SIZE * median_height
-                continue
-            split |= choice > 0
-            # A cut piece the model rejects still reads as its likeliest digit (a flagged
-            # field shows it), but counts against the field: printed words cut into pieces.
-            rejected += sum(rejects[k] for k in chosen)
-            digits.extend(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox)
-                          for candidate, k in zip(blob.readings[choice], chosen))
+                        continue
+                # A cut piece the model rejects still reads as its likeliest digit (a flagged
+                # field shows it), but counts against the field: printed words cut into pieces.
+                digits.append(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox))
         if not digits or rejected >= DROP_REJECTED * pieces:
             continue
         found = {
