@@ -448,6 +448,22 @@ def _columns(vertical: np.ndarray, rules: np.ndarray, long_length: int, thick: i
     return stats[(stats[:, 3] >= long_length) | crossed.any(axis=1)]
 
 
+def grow_into_pale_ink(mask: np.ndarray, dark: np.ndarray, floor: int, steps: int,
+                       lines: RuledLines) -> np.ndarray:
+    """``mask`` grown by up to ``steps`` pixels into the pale ink next to it: pixels of
+    ``dark`` above ``floor`` reached from ``mask`` through such pixels alone (a geodesic
+    dilation), never onto or next to ``lines``' ink (a rule's blurred edge is not a
+    stroke's). A break in a stroke mends; a pale pattern that touches a stroke adds at
+    most ``steps`` pixels to it."""
+    pale = ink_mask(dark, floor) & ~cv2.dilate(lines.horizontal | lines.vertical, np.ones((5, 5), np.uint8))
+    pale |= mask
+    kernel = np.ones((3, 3), np.uint8)
+    grown = mask
+    for _ in range(steps):
+        grown = cv2.dilate(grown, kernel) & pale
+    return grown
+
+
 def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.ndarray:
     """``mask`` without ``lines``, ink restored where a stroke crosses or touches a line.
 

@@ -276,3 +276,23 @@ def test_feet_of_a_bold_printed_word_are_not_a_rule():
     assert lines.horizontal[350, 340] == 255 and lines.horizontal[350, 420] == 255
     # A cut-out field holds no print: there the test is not made.
     assert preprocess.find_lines(dark, 100, 70, 6, 250, print_nearby=False).horizontal[:200].any()
+
+
+def test_growing_into_pale_ink_mends_a_broken_stroke_but_adds_only_a_few_pixels_of_a_pale_pattern():
+    dark = np.zeros((60, 200), np.uint8)
+    dark[10:50, 20:24] = 200  # a stroke ...
+    dark[28:32, 20:24] = 90  # ... with a pale stretch below the level
+    dark[40, 24:190] = 90  # a pale pattern's line touching it
+    dark[5, 100:190] = 200  # a rule, its blurred edge as pale as the pattern
+    dark[6, 100:190] = 90
+    mask = preprocess.ink_mask(dark, 150)
+    rule = np.zeros_like(mask)
+    rule[5, 100:190] = 255
+    lines = preprocess.RuledLines(rule, np.zeros_like(mask), np.array([[100, 5, 90, 1]]), np.zeros((0, 4), np.int64))
+    clean = mask & ~rule
+    assert preprocess.components(clean)[0] - 1 == 2  # the stroke is broken
+    grown = preprocess.grow_into_pale_ink(clean, dark, 60, 6, lines)
+    assert preprocess.components(grown)[0] - 1 == 1
+    assert np.flatnonzero(grown[40]).max() == 23 + 6  # the pattern: six pixels at most
+    assert not grown[6].any()  # nothing from the rule's edge
+    assert (grown >= clean).all()

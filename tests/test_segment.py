@@ -250,6 +250,22 @@ def test_a_four_in_two_strokes_is_proposed_whole_and_apart():
     assert four.readings[1][0].bbox[0] < four.readings[1][1].bbox[0]
 
 
+def test_a_digit_with_a_pale_stretch_on_a_page_of_dark_ones_is_one_blob():
+    page = blank()
+    write(page, "38", 100, 200, scale=2.0, thickness=4)
+    layer = np.zeros_like(page)
+    cv2.ellipse(layer, (205, 180), (11, 19), 0, 0, 360, 255, 4, cv2.LINE_AA)
+    zero = layer > 0
+    pale = zero.copy()
+    pale[:, list(range(0, 203)) + list(range(208, page.shape[1]))] = False  # light at its top and bottom
+    page[zero & ~pale] = 40
+    page[pale] = 175  # darker than the paper by a share well under the page's ink level
+    (field,) = segment_page(noisy(page, 5), CONFIG).fields
+    assert len(field.blobs) == 3
+    assert not field.blobs[2].merged and [len(reading) for reading in field.blobs[2].readings] == [1]
+    assert iou(field.blobs[2].bbox, (192, 159, 27, 43)) > 0.8
+
+
 def test_only_a_short_piece_close_beside_another_may_be_its_digits_other_stroke():
     assert _mergeable(np.array([0, 20, 12, 35]), np.array([15, 0, 6, 55]), 55.0)
     assert not _mergeable(np.array([0, 0, 20, 50]), np.array([24, 0, 20, 50]), 50.0)  # both full height
