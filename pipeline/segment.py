@@ -749,6 +749,10 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
     on_rule = np.zeros(stats.shape[0], bool)
     # Each component's ink as found, before growing: what THIN_PEN_INK measures the pen by.
     found_ink = stats[:, 4] if grown is clean else np.bincount(labels[clean > 0], minlength=stats.shape[0] + 1)[1:]
+    if grown is not clean:
+        # Growing joins pieces; the crops keep the ink as found, or a dark pen's strokes
+        # would thicken by their blur.
+        labels = cv2.bitwise_and(labels, labels, mask=clean)
     if single:
         # One cut-out field: the digits are the pieces near the tallest ones' height.
         reference = percentile(heights[tall], 75)

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline import segment
 from pipeline.config import SegmentConfig
 from pipeline.segment import (PALE_INK, THIN_PEN_INK, PageLayout, _cut_hypotheses, _find_fields, _group_pieces,
                               _link_rows, _looks_printed, _mergeable, _pale_grown, layout_crops, segment_page)
@@ -264,6 +265,22 @@ def test_a_digit_with_a_pale_stretch_on_a_page_of_dark_ones_is_one_blob():
     assert len(field.blobs) == 3
     assert not field.blobs[2].merged and [len(reading) for reading in field.blobs[2].readings] == [1]
     assert iou(field.blobs[2].bbox, (192, 159, 27, 43)) > 0.8
+
+
+def test_growing_into_pale_ink_leaves_a_dark_digits_crop_as_found(monkeypatch):
+    # The blur around a dark pen's strokes is pale ink joined to them: it may join pieces,
+    # but the crops keep the strokes' own width.
+    page = blank()
+    write(page, "4751", 100, 200, scale=2.0, thickness=5)
+    scan = noisy(cv2.GaussianBlur(page, (0, 0), 1.5), 5)
+    grown = segment_page(scan, CONFIG)
+    monkeypatch.setattr(segment, "PALE_GROWTH", 0)
+    found = segment_page(scan, CONFIG)
+    assert [len(field.blobs) for field in grown.fields] == [4]
+    def whole(layout):
+        return [blob.readings[0][0] for field in layout.fields for blob in field.blobs]
+    assert [digit.bbox for digit in whole(grown)] == [digit.bbox for digit in whole(found)]
+    assert all(np.array_equal(a.crop, b.crop) for a, b in zip(whole(grown), whole(found)))
 
 
 def test_only_a_short_piece_close_beside_another_may_be_its_digits_other_stroke():
