@@ -1,7 +1,9 @@
 """Find handwritten digits on a page and propose how to read each piece of ink.
 
 The page is flattened and thresholded (``preprocess``), levelled, and cleared of ruled
-lines; its connected components are linked into fields (pieces side by side, of similar
+lines; its ink grows a few pixels into the pale ink joined to it, so that a stroke broken
+where the pen paled is one component (crops keep the ink as found); components are
+linked into fields (pieces side by side, of similar
 height, closer than ``field_gap`` digit heights). Inside a field, fragments are merged
 into the digit they belong to (a 5's detached bar) or dropped as punctuation, and blobs
 too wide for one digit get cut hypotheses for the classifier to judge

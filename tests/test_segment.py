@@ -270,6 +270,9 @@ def test_a_digit_with_a_pale_stretch_on_a_page_of_dark_ones_is_one_blob():
 def test_growing_into_pale_ink_leaves_a_dark_digits_crop_as_found(monkeypatch):
     # The blur around a dark pen's strokes is pale ink joined to them: it may join pieces,
     # but the crops keep the strokes' own width.
+    def whole(layout):
+        return [blob.readings[0][0] for field in layout.fields for blob in field.blobs]
+
     page = blank()
     write(page, "4751", 100, 200, scale=2.0, thickness=5)
     scan = noisy(cv2.GaussianBlur(page, (0, 0), 1.5), 5)
@@ -277,8 +280,6 @@ def test_growing_into_pale_ink_leaves_a_dark_digits_crop_as_found(monkeypatch):
     monkeypatch.setattr(segment, "PALE_GROWTH", 0)
     found = segment_page(scan, CONFIG)
     assert [len(field.blobs) for field in grown.fields] == [4]
-    def whole(layout):
-        return [blob.readings[0][0] for field in layout.fields for blob in field.blobs]
     assert [digit.bbox for digit in whole(grown)] == [digit.bbox for digit in whole(found)]
     assert all(np.array_equal(a.crop, b.crop) for a, b in zip(whole(grown), whole(found)))
 
