@@ -34,6 +34,10 @@ WALL_REACH = 1
 # Rows (on the shrunk page) a wall may run on past its rule, out of the box: a drawn
 # box's corners overshoot, where a digit's stroke stops short of the rule inside.
 WALL_OVERSHOOT = 3
+# Columns (on the shrunk page) a wall's end may stand beside its rule's end: a drawn box's
+# rules stop short of its outer walls too. Measured on 2026-12-08 against 1 column: two
+# box sides fewer read as 1s on each of two generated sets, the same fields elsewhere.
+WALL_SIDE_REACH = 3
 # A comb's walls stand at one pitch (its cell width). In a row of at least COMB_WALLS walls
 # whose gaps all lie within PITCH_SLACK of the pitch, a tick nearer than that to both its
 # neighbours, its two gaps adding up to the pitch, is a digit's stroke filling its cell (a
@@ -343,9 +347,9 @@ def _comb_walls(ticks: np.ndarray, horizontal: np.ndarray, thick: int) -> np.nda
     # stand thin on their own, each reaching one rule (see _walls_in_gaps).
     too_wide = cv2.morphologyEx(ticks, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick + 2, 1)))
     ticks = ticks & ~too_wide
-    reach = np.ones((WALL_REACH + WALL_OVERSHOOT + 1, 3), np.uint8)
-    near_top = cv2.dilate(horizontal, reach, anchor=(1, WALL_REACH))
-    near_bottom = cv2.dilate(horizontal, reach, anchor=(1, WALL_OVERSHOOT))
+    reach = np.ones((WALL_REACH + WALL_OVERSHOOT + 1, 2 * WALL_SIDE_REACH + 1), np.uint8)
+    near_top = cv2.dilate(horizontal, reach, anchor=(WALL_SIDE_REACH, WALL_REACH))
+    near_bottom = cv2.dilate(horizontal, reach, anchor=(WALL_SIDE_REACH, WALL_OVERSHOOT))
     count, labels, stats = components(ticks)
     x, y, w, h = (stats[:, k] for k in range(4))
     top = np.zeros(count, bool)

@@ -296,3 +296,15 @@ def test_growing_into_pale_ink_mends_a_broken_stroke_but_adds_only_a_few_pixels_
     assert np.flatnonzero(grown[40]).max() == 23 + 6  # the pattern: six pixels at most
     assert not grown[6].any()  # nothing from the rule's edge
     assert (grown >= clean).all()
+
+
+def test_comb_walls_that_the_rules_stop_short_of_are_walls():
+    # A drawn box's corner: its rules end a few pixels before its outer walls.
+    dark = np.zeros((600, 700), np.uint8)  # large enough to be searched at half size
+    cv2.line(dark, (26, 160), (494, 160), 230, 2)
+    cv2.line(dark, (26, 240), (494, 240), 230, 2)
+    for x in range(20, 501, 60):
+        cv2.line(dark, (x, 160), (x, 240), 230, 2)
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[200, 20] == 255 and lines.vertical[200, 500] == 255
+    assert lines.vertical[200, 80] == 255
