@@ -1,16 +1,16 @@
 """Find handwritten digits on a page and propose how to read each piece of ink.
 
 The page is flattened and thresholded (``preprocess``), levelled, and cleared of ruled
-lines; its ink grows a few pixels into the pale ink joined to it, so that a stroke broken
-where the pen paled is one component (crops keep the ink as found); components are
-linked into fields (pieces side by side, of similar
-height, closer than ``field_gap`` digit heights). Inside a field, fragments are merged
-into the digit they belong to (a 5's detached bar) or dropped as punctuation, and blobs
-too wide for one digit get cut hypotheses for the classifier to judge
-(``group.read_fields``). Typeset text is dropped by its exact baseline and its few exact
-heights. A short image is a cut-out field (a cheque amount box) and is read as one
-field whatever its gaps. A scan finer than 150-200 dpi is read again at a smaller size,
-a page written with a thin or pale pen again with a lower ink level.
+lines; its ink grows a few pixels into the pale ink joined to it, so that a stroke
+broken where the pen paled is one component (crops keep the ink as found); components
+are linked into fields (pieces side by side, of similar height, closer than
+``field_gap`` digit heights). Inside a field, fragments are merged into the digit they
+belong to (a 5's detached bar) or dropped as punctuation, and blobs too wide for one
+digit get cut hypotheses for the classifier to judge (``group.read_fields``). Typeset
+text is dropped by its exact baseline and its few exact heights. A short image is a
+cut-out field (a cheque amount box) and is read as one field whatever its gaps. A scan
+finer than 150-200 dpi is read again at a smaller size, a page written with a thin or
+pale pen again with a lower ink level.
 
 Work happens on the levelled (and perhaps shrunk) page; every box is mapped back to the
 original page.
@@ -436,13 +436,13 @@ def _looks_printed(boxes: np.ndarray, config: SegmentConfig) -> bool:
     return bool(agree and distinct <= max(2.0, PRINTED_SHARE * count))
 
 
-def _pieces_in(mask: np.ndarray, box: np.ndarray, config: SegmentConfig) -> np.ndarray:
+def _pieces_in(mask: np.ndarray, box: np.ndarray, min_area: float) -> np.ndarray:
     """(P, 4) boxes, in the window, of the pieces of ``mask`` within ``box`` (x, y, w, h)
-    that are no specks."""
+    of at least ``min_area`` pixels."""
     x, y, w, h = (int(v) for v in box)
     _, _, stats = preprocess.components(np.ascontiguousarray(mask[y:y + h, x:x + w]))
     stats = stats[1:]
-    return stats[stats[:, 4] >= SPECK_AREA * config.min_digit_height ** 2, :4]
+    return stats[stats[:, 4] >= min_area, :4]
 
 
 def _cut_columns(profile: np.ndarray, windows: list[tuple[float, float]]) -> list[int] | None:
@@ -745,7 +745,8 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
     if stats.shape[0] == 0:
         return skew, (), math.inf
     heights, widths, areas = stats[:, 3], stats[:, 2], stats[:, 4]
-    specks = areas < SPECK_AREA * config.min_digit_height ** 2
+    speck_area = SPECK_AREA * config.min_digit_height ** 2
+    specks = areas < speck_area
     kept = ~specks & (heights <= config.max_digit_height)
     kept &= widths <= 6 * config.max_digit_height
     tall = np.flatnonzero(kept & (heights >= LINK_HEIGHT * config.min_digit_height))
@@ -754,8 +755,9 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         return skew, (), math.inf
     on_rule = np.zeros(stats.shape[0], bool)
     # Each component's ink as found, before growing: what THIN_PEN_INK measures the pen by.
-    found_ink = stats[:, 4] if grown is clean else np.bincount(labels[clean > 0], minlength=stats.shape[0] + 1)[1:]
+    found_ink = stats[:, 4]
     if grown is not clean:
+        found_ink = np.bincount(labels[clean > 0], minlength=stats.shape[0] + 1)[1:]
         # Growing joins pieces; the crops keep the ink as found, or a dark pen's strokes
         # would thicken by their blur.
         labels = cv2.bitwise_and(labels, labels, mask=clean)
@@ -792,7 +794,7 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         # letters lose the exact baselines and heights that tell it.
         if not single and on_rule[members].mean() < 0.5 and (
                 _looks_printed(blob_boxes, config)
-                or _looks_printed(_pieces_in(clean, _union_box(blob_boxes), config), config)):
+                or _looks_printed(_pieces_in(clean, _union_box(blob_boxes), speck_area), config)):
             continue
         # Wide for one digit: wider than touch_aspect heights, or than WIDE_BLOB typical blobs.
         min_width = config.touch_aspect * height
