@@ -6,6 +6,10 @@ sorted order; ``read_document`` reads one file's bytes (size checked first) and
 in memory whole. Every way a file can be bad raises ``DocumentError`` with a reason
 from ``FailureReason``; the batch records it and goes on.
 
+A page whose EXIF orientation tag (a phone's or a camera-scanner's JPEG, a TIFF) says it
+is stored turned or mirrored is turned upright first, as image viewers show it: boxes
+in the report are on the upright page.
+
 Decisions on degenerate pages: a page smaller than ``input.min_page_side`` on either
 side (a 1×1 image) is ``too_small``. A uniform page (all white, all black) is *not* an
 error here: it is a page with no fields, reported ``ok`` with an empty field list.
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from pipeline.config import InputConfig
 from pipeline.errors import DocumentError, FailureReason
@@ -181,6 +185,9 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
         # Pillow warns (or raises) about bombs by its own global limit; our limit is the
         # config's, checked from the header below, so make the warning an error too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # A damaged EXIF block only loses the orientation (the page is read as stored):
+        # not worth a warning on stderr, which cron would mail.
+        warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -203,13 +210,21 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 _check_size(width, height, config)
                 try:
                     image.load()
-                    gray = to_gray(image)
+                    gray = to_gray(_upright(image))
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                     raise DocumentError(FailureReason.too_large, f"decompression bomb refused: {exc}") from None
                 except (OSError, ValueError, SyntaxError, EOFError) as exc:
                     # Truncated data: Pillow says "image file is truncated" or similar.
                     raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot decode: {exc}") from None
                 yield Page(number=index + 1, gray=gray)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says (Pillow's ``exif_transpose``);
+    itself when it has no such tag or the tag says upright (no copy of the page)."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

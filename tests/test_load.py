@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -402,3 +403,29 @@ def test_unlistable_folder_is_skipped_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(load.os, "walk", walk)
     listing = find_documents(tmp_path)
     assert listing.paths == ("ok/a.png",) and listing.skipped == ("locked",)
+
+
+@pytest.mark.parametrize("orientation, stored_as", [
+    (3, lambda page: np.rot90(page, 2)),   # stored upside down
+    (6, lambda page: np.rot90(page, 1)),   # stored turned a quarter counter-clockwise: shown turned clockwise
+    (8, lambda page: np.rot90(page, -1)),
+    (2, np.fliplr),                        # stored mirrored
+])
+def test_exif_orientation_turns_the_page_upright(tmp_path, orientation, stored_as):
+    page = page_array(5)
+    exif = Image.Exif()
+    exif[274] = orientation  # the EXIF Orientation tag
+    path = tmp_path / "phone.png"
+    Image.fromarray(np.ascontiguousarray(stored_as(page))).save(path, format="PNG", exif=exif)
+    np.testing.assert_array_equal(read_all(path)[0].gray, page)
+
+
+def test_damaged_exif_reads_the_page_as_stored_without_a_warning(tmp_path):
+    path = tmp_path / "damaged.jpg"
+    # An EXIF block whose directory is cut short after its first entry's tag.
+    Image.fromarray(page_array(6)).save(path, format="JPEG",
+                                        exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pages = read_all(path)
+    assert pages[0].gray.shape == (64, 80)
