@@ -9,6 +9,7 @@ darkness that one global threshold can drop while keeping pen strokes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -213,6 +214,11 @@ class RuledLines:
     vertical: np.ndarray  # (M, N) uint8, 255 on vertical rules and comb walls
     rules: np.ndarray  # (R, 4) int64: (x, y, w, h) of each horizontal rule
     columns: np.ndarray  # (C, 4) int64: (x, y, w, h) of each table column or frame side
+
+    @functools.cached_property
+    def ink(self) -> np.ndarray:
+        """(M, N) uint8, 255 on any line's ink: the two masks together, joined once a page."""
+        return self.horizontal | self.vertical
 
 
 def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int,
@@ -459,7 +465,7 @@ def grow_into_pale_ink(mask: np.ndarray, dark: np.ndarray, floor: int, steps: in
     dilation), never onto or next to ``lines``' ink (a rule's blurred edge is not a
     stroke's). A break in a stroke mends; a pale pattern that touches a stroke adds at
     most ``steps`` pixels to it."""
-    pale = ink_mask(dark, floor) & ~cv2.dilate(lines.horizontal | lines.vertical, np.ones((5, 5), np.uint8))
+    pale = ink_mask(dark, floor) & ~cv2.dilate(lines.ink, np.ones((5, 5), np.uint8))
     pale |= mask
     kernel = np.ones((3, 3), np.uint8)
     grown = mask
@@ -479,10 +485,9 @@ def remove_lines(mask: np.ndarray, lines: RuledLines, max_thickness: int) -> np.
     bar drawn on a box's top, a 0's side on a comb's wall) keeps the stretch where it
     makes the line thicker.
     """
-    on_line = lines.horizontal | lines.vertical
-    if not on_line.any():
+    if not lines.ink.any():
         return mask.copy()
-    cleaned = mask & ~on_line
+    cleaned = mask & ~lines.ink
     restored = cleaned.copy()
     _mend(restored, cleaned, lines.horizontal, max_thickness, vertical=False)
     _mend(restored, cleaned, lines.vertical, max_thickness, vertical=True)

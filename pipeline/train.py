@@ -114,10 +114,17 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(error)
 
 
-def train_model(mnist: Mnist, settings: TrainSettings, limit: int | None = None, progress: bool = False):
-    """Train on MNIST's training split; returns (model, temperature, history, validation metrics)."""
+def _quiet_keras():
+    """Keras, imported with TensorFlow's C++ info logs off (they would mail under cron)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+
+    return keras
+
+
+def train_model(mnist: Mnist, settings: TrainSettings, limit: int | None = None, progress: bool = False):
+    """Train on MNIST's training split; returns (model, temperature, history, validation metrics)."""
+    keras = _quiet_keras()
 
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -209,9 +216,7 @@ def export_saved_model(model_path: Path) -> dict:
     For a model trained before the batch job ran ONNX: its weights are kept as they are.
     The Keras file is loaded in safe mode, which refuses code (Lambda layers) inside it.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
+    keras = _quiet_keras()
     model_path = Path(model_path)
     path = card_path(model_path)
     try:
