@@ -779,11 +779,18 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
     pale = None if single else _PaleInk(level, at_floor, np.concatenate([[False], specks]))
     fields, boxes, inks = [], [], []
     fx, fy, fw, fh = (stats[fragments_all, k] for k in range(4))
-    for members in groups:
+    # A short piece linked into a field with others is that field's: the field below or
+    # beside it does not take it again as a fragment near its box.
+    claimed = np.full(stats.shape[0], -1, np.int64)
+    for index, members in enumerate(groups):
+        if members.size >= 2:
+            claimed[members] = index
+    for index, members in enumerate(groups):
         box = _union_box(stats[members, :4])
         pad = 0.5 * percentile(heights[members], 50)
         near = fragments_all[(fx + fw > box[0] - pad) & (fx < box[0] + box[2] + pad)
                              & (fy + fh > box[1] - pad) & (fy < box[1] + box[3] + pad)]
+        near = near[(claimed[near] < 0) | (claimed[near] == index)]
         blob_ids, blob_boxes, height = _group_pieces(stats, members, near, config)
         if not blob_ids or height < config.min_digit_height:
             continue

@@ -494,6 +494,23 @@ def test_numbers_in_neighbouring_table_cells_are_two_fields():
     assert iou(layout.fields[1].bbox, union(right)) > 0.7
 
 
+def test_a_short_piece_of_one_field_is_not_taken_again_by_the_field_below():
+    # A 4 and a small loop beside it (a piece shorter than a digit, linked into the 4's
+    # field) stand in one table cell; a 7 in the cell below starts within half its height
+    # of the loop, where a field looks for its own broken pieces.
+    page = blank(500, 700)
+    table(page)
+    cv2.polylines(page, [np.array([[205, 130], [190, 162], [228, 162]])], False, 40, 4)
+    cv2.line(page, (216, 136), (216, 176), 40, 4)
+    cv2.circle(page, (247, 160), 7, 40, 2)
+    cv2.polylines(page, [np.array([[232, 189], [264, 189], [246, 232]])], False, 40, 4)
+    layout = segment_page(noisy(page, 14), CONFIG)
+    assert len(layout.fields) == 2
+    upper, lower = layout.fields
+    assert upper.bbox[0] + upper.bbox[2] >= 253  # the loop is in the 4's field
+    assert lower.bbox[1] >= 180 and len(lower.blobs) == 1  # and not in the 7's, across the rule
+
+
 def test_a_thin_one_alone_in_a_table_cell_is_a_field_but_a_rules_remnant_is_not():
     # All three strokes are as thin as a rule. The 1 stands clear of its cell's rules; a
     # frame's side past the rules' ends, and a stroke running into a rule, are remnants.
