@@ -82,7 +82,7 @@ def _sample_pages(count: int, seed: int, mnist: Path | None):
         if digits is None:
             yield _drawn_page(page_rng), "drawn"
             continue
-        gray, _ = samples.make_page(digits, page_rng, cheque=False)
+        gray, _, _ = samples.make_page(digits, page_rng, cheque=False)
         if gray.shape != PAGE_SHAPE:  # forms come at 150 or 200 dpi: bring all to 200
             gray = cv2.resize(gray, PAGE_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
         yield gray, "samples"

@@ -8,7 +8,8 @@ from ``FailureReason``; the batch records it and goes on.
 
 A page whose EXIF orientation tag (a phone's or a camera-scanner's JPEG, a TIFF) says it
 is stored turned or mirrored is turned upright first, as image viewers show it: boxes
-in the report are on the upright page.
+in the report are on the upright page. A page carries the resolution its file states
+(a PDF page: the one it is rasterized at), which tells the segmenter a fine scan.
 
 Decisions on degenerate pages: a page smaller than ``input.min_page_side`` on either
 side (a 1×1 image) is ``too_small``. A uniform page (all white, all black) is *not* an
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import stat
 import warnings
@@ -40,6 +42,9 @@ POINTS_PER_INCH = 72.0
 PDF_MAGIC = b"%PDF-"
 # 16-bit samples map to 8 bits by this divisor (65535 / 255).
 SIXTEEN_TO_EIGHT = 257.0
+# A stated resolution outside this range is none (TIFF's "no unit" reads as 1 dpi) or
+# nonsense: not used.
+STATED_DPI_RANGE = (50.0, 10000.0)
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,12 @@ class DocumentList:
 
 @dataclass(frozen=True)
 class Page:
-    """One decoded page: ``gray`` is (M, N) uint8, ink dark, 0..255; ``number`` counts from 1."""
+    """One decoded page: ``gray`` is (M, N) uint8, ink dark, 0..255; ``number`` counts from 1;
+    ``dpi`` the resolution its file states (a PDF's: the one it is rasterized at), if any."""
 
     number: int
     gray: np.ndarray
+    dpi: float | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,19 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 except (OSError, ValueError, SyntaxError, EOFError) as exc:
                     # Truncated data: Pillow says "image file is truncated" or similar.
                     raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot decode: {exc}") from None
-                yield Page(number=index + 1, gray=gray)
+                yield Page(number=index + 1, gray=gray, dpi=_stated_dpi(image))
+
+
+def _stated_dpi(image: Image.Image) -> float | None:
+    """The resolution an image file states (PNG pHYs, JPEG JFIF or EXIF, TIFF tags), the
+    mean of its two axes; None when it states none or nonsense."""
+    try:
+        across, down = (float(value) for value in image.info["dpi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    dpi = (across + down) / 2.0
+    low, high = STATED_DPI_RANGE
+    return dpi if math.isfinite(dpi) and low <= dpi <= high else None
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -291,7 +310,7 @@ def _pdf_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 page.close()
             if gray.ndim == 3:
                 gray = gray[:, :, 0].copy()
-            yield Page(number=index + 1, gray=gray)
+            yield Page(number=index + 1, gray=gray, dpi=float(config.pdf_dpi))
     finally:
         document.close()
 

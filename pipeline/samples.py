@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from pipeline.data import load_mnist
 
@@ -291,10 +292,10 @@ def _moved(box: list[int], matrix: np.ndarray, width: int, height: int) -> list[
 
 
 def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
-              dpi: int | None = None) -> tuple[np.ndarray, list[dict]]:
+              dpi: int | None = None) -> tuple[np.ndarray, list[dict], int]:
     """One synthetic page: (gray (M, N) uint8, fields [{"text", "bbox", "digits"}] in page
-    pixels; "digits" holds each digit's {"label", "bbox"}). ``dpi``: the scan's resolution
-    (default: one of SCAN_DPI, drawn)."""
+    pixels, the scan's resolution); "digits" holds each digit's {"label", "bbox"}.
+    ``dpi``: the scan's resolution (default: one of SCAN_DPI, drawn)."""
     drawn = int(rng.choice(SCAN_DPI))  # drawn even when given: the rest of the page stays the same
     dpi = dpi or drawn
     page = _cheque(rng, digits, dpi) if cheque else _form(rng, digits, dpi)
@@ -304,7 +305,7 @@ def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
                "digits": [{"label": label, "bbox": _moved(list(box), matrix, page.width, page.height)}
                           for label, box in zip(f["text"], f["digit_boxes"])]}
               for f in page.fields]
-    return gray, fields
+    return gray, fields, dpi
 
 
 def _real_digits(cvl_path: Path) -> _Digits:
@@ -322,12 +323,13 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
     """Write ``pages`` synthetic pages and their truth JSONs into ``out_dir``.
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
-    ``page_NNN.png``; truth is ``page_NNN.json``: ``{"image", "width", "height", "fields":
-    [{"text", "bbox": [x, y, w, h], "digits": [{"label", "bbox"}, ...]}]}``. The same
-    seed gives the same pages; ``dpi`` scans them all at one resolution (the same seed gives
-    the same pages at another size) instead of at 150 or 200 dpi. With ``cvl`` (a CVL
-    digits file) the digits are real writers' instead of MNIST's: pages for measuring
-    only, never for training or for the repository.
+    ``page_NNN.png``, each stating its scan's resolution; truth is ``page_NNN.json``:
+    ``{"image", "width", "height", "dpi", "fields": [{"text", "bbox": [x, y, w, h],
+    "digits": [{"label", "bbox"}, ...]}]}``. The same seed gives the same pages; ``dpi``
+    scans them all at one resolution (the same seed gives the same pages at another size)
+    instead of at 150 or 200 dpi. With ``cvl`` (a CVL digits file) the digits are real
+    writers' instead of MNIST's: pages for measuring only, never for training or for the
+    repository.
     Returns the image paths.
     """
     if cvl is not None:
@@ -342,14 +344,16 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
     for number in range(1, pages + 1):
         page_rng = np.random.default_rng(rng.integers(2 ** 63))
         cheque = page_rng.random() < CHEQUE_SHARE
-        gray, fields = make_page(digits, page_rng, cheque=cheque, dpi=dpi)
-        # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG.
+        gray, fields, scan_dpi = make_page(digits, page_rng, cheque=cheque, dpi=dpi)
+        # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
+        # state their resolution, as a scanner's files do.
         jpeg = not cheque
         name = f"page_{number:03d}." + ("jpg" if jpeg else "png")
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(page_rng.integers(65, 86))] if jpeg else [cv2.IMWRITE_PNG_COMPRESSION, 9]
-        if not cv2.imwrite(str(out_dir / name), gray, params):
-            raise OSError(f"cannot write {out_dir / name}")
-        truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "fields": fields}
+        options = {"quality": int(page_rng.integers(65, 86))} if jpeg else {"compress_level": 9}
+        Image.fromarray(gray).save(out_dir / name, format="JPEG" if jpeg else "PNG", dpi=(scan_dpi, scan_dpi),
+                                   **options)
+        truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
+                 "fields": fields}
         (out_dir / name).with_suffix(".json").write_text(json.dumps(truth) + "\n", encoding="utf-8")
         written.append(out_dir / name)
     return written

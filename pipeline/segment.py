@@ -47,6 +47,15 @@ WORKING_DIGIT_HEIGHT = 40
 # Re-reads of a fine scan at most: the first one's step can fall short when noise or
 # security print scatters small blobs over the page.
 MAX_RESCALES = 3
+# The resolution the pixel sizes are set for. A page whose file states one finer than
+# FINE_STATED_DPI (a scanner's 300 or 600 dpi, a PDF rasterized at input.pdf_dpi) is
+# first read shrunk to it: one reading at the working size instead of a full-size one
+# and then another.
+SETTINGS_DPI = 200
+FINE_STATED_DPI = 240
+# ...unless its digits come out shorter than this many min_digit_height at that size: the
+# stated resolution overstates the scan (or the writing is tiny), and it is read full size.
+STATED_DPI_SMALL = 1.5
 # Median ink area of a page's digit blobs, in blob heights squared, below which the pen
 # is taken for a thin or pale one. Its strokes fall in and out of the usual ink level, so
 # digits come apart into pieces too small to keep; the page is read again with the ink
@@ -638,7 +647,7 @@ def _reading_order(boxes: list[np.ndarray]) -> list[int]:
     return [i for row in rows for i in sorted(row, key=lambda i: boxes[i][0])]
 
 
-def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
+def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = None) -> PageLayout:
     """Find the digit fields of a page.
 
     Parameters
@@ -646,6 +655,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     gray : (M, N) ndarray
         Grayscale page, ink dark on light; uint8 expected (other dtypes are converted).
     config : SegmentConfig
+    dpi : float, optional
+        The resolution the page's file states, when it states one. Above FINE_STATED_DPI
+        the page is first read shrunk to SETTINGS_DPI.
 
     Returns
     -------
@@ -658,14 +670,21 @@ def segment_page(gray: np.ndarray, config: SegmentConfig) -> PageLayout:
     itself by digits taller than ``FINE_SCAN_DIGIT_HEIGHT``: it is read again, shrunk so
     that they stand ``WORKING_DIGIT_HEIGHT`` tall. A page written with a thin or pale pen
     shows itself by little ink in its digits (``THIN_PEN_INK``): it is read again with a
-    lower ink level.
+    lower ink level. A page whose file states a resolution finer than FINE_STATED_DPI is
+    read shrunk to SETTINGS_DPI first, and full size only if its digits come out small.
     """
     gray = _as_gray(gray)
     rows, cols = gray.shape
     if min(rows, cols) < config.min_digit_height or int(gray.max()) - int(gray.min()) < MIN_CONTRAST:
         return PageLayout(cols, rows, 0.0, ())
     scale = 1.0
+    # A cut-out field is read at its own size, as one field, whatever its resolution.
+    if dpi is not None and dpi > FINE_STATED_DPI and rows * SETTINGS_DPI / dpi > config.single_field_max_height:
+        scale = SETTINGS_DPI / dpi
     skew, fields, blob_ink = _find_fields(gray, config, scale)
+    if scale < 1.0 and _digit_heights(fields)[0] * scale < STATED_DPI_SMALL * config.min_digit_height:
+        scale = 1.0
+        skew, fields, blob_ink = _find_fields(gray, config, scale)
     for _ in range(MAX_RESCALES):
         typical, cautious = _digit_heights(fields)
         if typical * scale <= FINE_SCAN_DIGIT_HEIGHT:

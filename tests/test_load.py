@@ -429,3 +429,18 @@ def test_damaged_exif_reads_the_page_as_stored_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         pages = read_all(path)
     assert pages[0].gray.shape == (64, 80)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif")])
+def test_a_pages_stated_resolution_comes_with_it(tmp_path, fmt, suffix):
+    stated, unstated = tmp_path / f"stated{suffix}", tmp_path / f"unstated{suffix}"
+    Image.fromarray(page_array(7)).save(stated, format=fmt, dpi=(300, 300))
+    Image.fromarray(page_array(7)).save(unstated, format=fmt)
+    assert read_all(stated)[0].dpi == pytest.approx(300, abs=0.01)
+    assert read_all(unstated)[0].dpi is None  # Pillow writes a TIFF without a unit: 1 "dpi"
+
+
+def test_a_pdf_pages_resolution_is_the_one_it_is_rasterized_at(tmp_path):
+    path = tmp_path / "doc.pdf"
+    path.write_bytes(two_page_pdf())
+    assert [p.dpi for p in read_all(path, InputConfig(pdf_dpi=144))] == [144.0, 144.0]

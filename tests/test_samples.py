@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+from PIL import Image
 import pytest
 
 from pipeline.samples import write_samples
@@ -58,6 +59,11 @@ def test_a_fixed_dpi_scans_the_same_pages_at_that_size(tiny_mnist, tmp_path):
         assert [f["text"] for f in b["fields"]] == [f["text"] for f in a["fields"]]
         for f, g in zip(a["fields"], b["fields"]):
             assert g["bbox"][3] == pytest.approx(2 * f["bbox"][3], rel=0.25)
+        # Each file states its resolution, as a scanner's does; so does the truth.
+        assert (a["dpi"], b["dpi"]) == (150, 300)
+        with Image.open(small) as coarse_image, Image.open(large) as fine_image:
+            assert coarse_image.info["dpi"][0] == pytest.approx(150, abs=0.05)  # PNG keeps dots a metre
+            assert fine_image.info["dpi"][0] == pytest.approx(300, abs=0.05)
 
 
 def test_pages_of_real_writers_digits_come_from_a_cvl_file(tmp_path):

@@ -553,6 +553,58 @@ def test_a_fine_scan_reads_like_the_same_page_at_200_dpi(factor):
         assert iou(field.bbox, tuple(v * factor for v in union(boxes))) > 0.7
 
 
+def fine_scan(factor: float) -> tuple[np.ndarray, list]:
+    """A page drawn at 200 dpi (digits ~40 px, 2 px rules) scanned ``factor`` times finer,
+    and its two numbers' digit boxes at 200 dpi."""
+    page = blank(500, 700)
+    through = write(page, "3820", 100, 150, scale=2.0, thickness=5)
+    cv2.line(page, (60, 128), (640, 128), 30, 2)
+    plain = write(page, "716", 100, 330, seed=2, scale=2.0, thickness=5)
+    return noisy(cv2.resize(page, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC), 5), [through, plain]
+
+
+def readings_of(monkeypatch) -> list:
+    """The scales ``_find_fields`` is called at, recorded from now on."""
+    scales = []
+    original = segment._find_fields
+
+    def recorded(gray, config, scale, at_floor=False):
+        scales.append(round(scale, 3))
+        return original(gray, config, scale, at_floor)
+
+    monkeypatch.setattr(segment, "_find_fields", recorded)
+    return scales
+
+
+def test_a_page_stating_a_fine_resolution_is_read_once_at_the_working_size(monkeypatch):
+    page, numbers = fine_scan(2.0)
+    scales = readings_of(monkeypatch)
+    stated = segment_page(page, CONFIG, dpi=400)
+    assert scales == [0.5]  # not full size first, then shrunk
+    unstated = segment_page(page, CONFIG)
+    assert scales[1] == 1.0 and len(scales) == 3
+    for layout in (stated, unstated):
+        assert [len(field.blobs) for field in layout.fields] == [4, 3]
+        for field, boxes in zip(layout.fields, numbers):
+            assert iou(field.bbox, tuple(2 * v for v in union(boxes))) > 0.7
+
+
+def test_a_page_overstating_its_resolution_is_read_full_size(monkeypatch):
+    page, numbers = fine_scan(1.0)  # a 200-dpi scan whose file says 600
+    scales = readings_of(monkeypatch)
+    layout = segment_page(page, CONFIG, dpi=600)
+    assert scales == [0.333, 1.0]
+    assert [len(field.blobs) for field in layout.fields] == [4, 3]
+
+
+def test_a_cut_out_field_is_read_at_its_own_size_whatever_its_resolution(monkeypatch):
+    field = blank(120, 420)
+    write(field, "4071", 20, 90, scale=2.0, thickness=5)
+    scales = readings_of(monkeypatch)
+    layout = segment_page(noisy(field, 6), CONFIG, dpi=300)
+    assert scales == [1.0] and [len(f.blobs) for f in layout.fields] == [4]
+
+
 @pytest.mark.parametrize("seed", [0, 2, 3])
 def test_digits_of_a_thin_pale_pen_are_read_whole(seed):
     # 1 px strokes whose pressure comes and goes, softened by the scanner: at the usual
