@@ -23,13 +23,14 @@ import io
 import math
 import os
 import stat
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from pipeline.config import InputConfig
 from pipeline.errors import DocumentError, FailureReason
@@ -42,6 +43,17 @@ POINTS_PER_INCH = 72.0
 PDF_MAGIC = b"%PDF-"
 # 16-bit samples map to 8 bits by this divisor (65535 / 255).
 SIXTEEN_TO_EIGHT = 257.0
+# The turn that sets a page upright, by its EXIF orientation tag (the EXIF standard's
+# 2-8; 1 is upright): mirrored, upside down, mirrored and turned, turned a quarter.
+EXIF_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # A stated resolution outside this range is none (TIFF's "no unit" reads as 1 dpi) or
 # nonsense: not used.
 STATED_DPI_RANGE = (50.0, 10000.0)
@@ -192,9 +204,10 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
         # Pillow warns (or raises) about bombs by its own global limit; our limit is the
         # config's, checked from the header below, so make the warning an error too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        # A damaged EXIF block only loses the orientation (the page is read as stored):
-        # not worth a warning on stderr, which cron would mail.
-        warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
+        # Pillow's own warnings are about damaged metadata (an EXIF block cut short, a tag
+        # past the file's end): at worst the orientation is lost and the page is read as
+        # stored. Not worth lines on stderr, which cron would mail.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         try:
             image = Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -239,11 +252,24 @@ def _stated_dpi(image: Image.Image) -> float | None:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """``image`` turned as its EXIF orientation tag says (Pillow's ``exif_transpose``);
-    itself when it has no such tag or the tag says upright (no copy of the page)."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
-        return image
-    return ImageOps.exif_transpose(image)
+    """``image`` turned as its EXIF orientation tag says; itself when it has no such tag or
+    the tag says upright (no copy of the page).
+
+    Not ``ImageOps.exif_transpose``: it also writes the EXIF block back into the turned
+    copy, which fails on a block whose other tags are damaged (a tag holding the wrong
+    type), while the orientation itself reads fine.
+    """
+    orientation = _orientation(image)
+    return image.transpose(EXIF_TURNS[orientation]) if orientation in EXIF_TURNS else image
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation tag's value; None when absent or unreadable."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except (struct.error, ValueError, TypeError, KeyError, OSError, SyntaxError):
+        return None  # a block too damaged to parse: the page is read as stored
+    return value if isinstance(value, int) else None
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

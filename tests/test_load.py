@@ -410,6 +410,9 @@ def test_unlistable_folder_is_skipped_and_counted(tmp_path, monkeypatch):
     (6, lambda page: np.rot90(page, 1)),   # stored turned a quarter counter-clockwise: shown turned clockwise
     (8, lambda page: np.rot90(page, -1)),
     (2, np.fliplr),                        # stored mirrored
+    (4, np.flipud),
+    (5, np.transpose),                     # mirrored across the diagonal
+    (7, lambda page: np.rot90(page, 2).T),  # ...and across the other one
 ])
 def test_exif_orientation_turns_the_page_upright(tmp_path, orientation, stored_as):
     page = page_array(5)
@@ -429,6 +432,20 @@ def test_damaged_exif_reads_the_page_as_stored_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         pages = read_all(path)
     assert pages[0].gray.shape == (64, 80)
+
+
+def test_a_damaged_tag_beside_the_orientation_still_turns_the_page(tmp_path):
+    page = page_array(8)
+    exif = Image.Exif()
+    exif[274] = 6
+    exif[0x010F] = "Scanner"  # the maker's name, as text
+    block = exif.tobytes()
+    # The maker tag's number turned into ColorMap's, which must hold numbers, not text.
+    damaged = block.replace(b"\x01\x0f\x00\x02", b"\x01\x40\x00\x02").replace(b"\x0f\x01\x02\x00", b"\x40\x01\x02\x00")
+    assert damaged != block
+    path = tmp_path / "damaged.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(page, 1))).save(path, format="PNG", exif=damaged)
+    np.testing.assert_array_equal(read_all(path)[0].gray, page)
 
 
 @pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif")])
