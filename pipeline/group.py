@@ -9,7 +9,8 @@ not for a blob narrower than tall that reads whole as a sure digit, whose halves
 two arcs) can read as sure digits as well.
 Blobs the model calls "not a digit" are left out of the text; a field whose pieces (whole
 blobs and cut pieces) are rejected in a large share (DROP_REJECTED) is printed text or
-junk and is not reported.
+junk and is not reported, unless it is a cut-out field (the whole image is one number,
+with no print to drop): that one is reported, flagged, for a person to read.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
     -------
     tuple of FieldReading
         Reported fields in reading order, ids from 1; fields with DROP_REJECTED of their pieces
-        rejected (printed text, junk) are left out.
+        rejected (printed text, junk) are left out, except a cut-out field.
     """
     probs = np.asarray(probs, dtype=np.float64)
     expected = sum(len(r) for f in layout.fields for b in f.blobs for r in b.readings)
@@ -170,7 +171,7 @@ def read_fields(layout: PageLayout, probs: np.ndarray, config: FlagConfig) -> tu
                 # A cut piece the model rejects still reads as its likeliest digit (a flagged
                 # field shows it), but counts against the field: printed words cut into pieces.
                 digits.append(DigitReading(DIGIT_CLASSES[labels[k]], best[k], candidate.bbox))
-        if not digits or rejected >= DROP_REJECTED * pieces:
+        if not digits or (rejected >= DROP_REJECTED * pieces and not field.cut_out):
             continue
         found = {
             LOW_CONFIDENCE: any(d.confidence < config.min_digit_confidence for d in digits),

@@ -187,11 +187,14 @@ class Blob:
 
 @dataclass(frozen=True)
 class FieldLayout:
-    """One handwritten number: its blobs in reading order."""
+    """One handwritten number: its blobs in reading order. ``cut_out``: the whole page is
+    this one number (a cheque's amount box cut out by another system), so no print lies
+    among its blobs."""
 
     bbox: Box
     blobs: tuple[Blob, ...]
     reasons: tuple[str, ...]  # segmentation doubts, e.g. "odd_size"
+    cut_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -837,7 +840,7 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         ratios = blob_boxes[:, 3] / height
         reasons = (ODD_SIZE,) if ((ratios < ODD_RANGE[0]) | (ratios > ODD_RANGE[1])).any() else ()
         union = _union_box(blob_boxes)
-        fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons))
+        fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons, cut_out=single))
         boxes.append(union)
     ordered = tuple(fields[i] for i in _reading_order(boxes))
     blob_ink = math.inf if single or not inks else percentile(np.asarray(inks, np.float64), 50)

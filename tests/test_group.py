@@ -145,6 +145,17 @@ def test_mostly_rejected_field_is_not_reported():
     assert [(f.id, f.text) for f in fields] == [(1, "6")]
 
 
+def test_a_cut_out_amount_mostly_rejected_is_still_reported_for_review():
+    # A cheque's amount box cut out by another system holds no print: its one field is
+    # read and flagged however much of it the model rejects, never dropped as print.
+    blobs = (blob(0), blob(30), blob(60))
+    rows = probs(onehot(10), onehot(10), onehot(1))
+    amount = PageLayout(100, 50, 0.0, (FieldLayout((0, 10, 80, 30), blobs, (), cut_out=True),))
+    (field,) = read_fields(amount, rows, FLAGS)
+    assert (field.text, field.flagged, NOT_A_DIGIT in field.reasons) == ("1", True, True)
+    assert read_fields(page(blobs), rows, FLAGS) == ()  # on a page, the same field is dropped
+
+
 def test_bold_print_read_as_digits_with_two_in_five_letters_rejected_is_not_reported():
     # A printed word in a table cell: most letters pass for digits, two of five do not.
     word = page(tuple(blob(30 * k) for k in range(5)))

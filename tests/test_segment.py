@@ -66,7 +66,7 @@ def test_plain_number_is_one_field_with_one_blob_per_digit():
     layout = segment_page(noisy(page, 1), CONFIG)
     assert len(layout.fields) == 1
     field = layout.fields[0]
-    assert len(field.blobs) == 4
+    assert len(field.blobs) == 4 and not field.cut_out
     assert iou(field.bbox, union(boxes)) > 0.8
     for blob, box in zip(field.blobs, boxes):
         assert iou(blob.bbox, box) > 0.6
@@ -374,6 +374,7 @@ def test_cut_out_amount_is_one_field_without_punctuation():
     layout = segment_page(np.clip(page + rng.normal(0, 2, page.shape), 0, 255).astype(np.uint8), CONFIG)
     assert len(layout.fields) == 1
     assert len(layout.fields[0].blobs) == 4
+    assert layout.fields[0].cut_out  # the whole image is the number (see group's DROP_REJECTED)
 
 
 @pytest.mark.parametrize("page", [
