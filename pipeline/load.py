@@ -9,7 +9,9 @@ from ``FailureReason``; the batch records it and goes on.
 A page whose EXIF orientation tag (a phone's or a camera-scanner's JPEG, a TIFF) says it
 is stored turned or mirrored is turned upright first, as image viewers show it: boxes
 in the report are on the upright page. A page carries the resolution its file states
-(a PDF page: the one it is rasterized at), which tells the segmenter a fine scan.
+(a PDF page: the one it is rasterized at), which tells the segmenter a fine scan; a page
+scanned at two resolutions (a fax) is stretched to square pixels first, and its boxes
+are on the stretched page.
 
 Decisions on degenerate pages: a page smaller than ``input.min_page_side`` on either
 side (a 1×1 image) is ``too_small``. A uniform page (all white, all black) is *not* an
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
@@ -54,9 +57,14 @@ EXIF_TURNS = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# ...of which these turn it a quarter, so that its rows were its columns.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
 # A stated resolution outside this range is none (TIFF's "no unit" reads as 1 dpi) or
 # nonsense: not used.
 STATED_DPI_RANGE = (50.0, 10000.0)
+# Resolutions across and down that differ by more than this share of the finer are two
+# (a standard-mode fax: 204 × 98 dpi); a fine-mode fax's 204 × 196 is one, 200 dpi.
+SQUARE_TOLERANCE = 0.1
 
 
 @dataclass(frozen=True)
@@ -230,36 +238,58 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 _check_size(width, height, config)
                 try:
                     image.load()
-                    gray = to_gray(_upright(image))
+                    orientation = _orientation(image)
+                    gray = to_gray(_upright(image, orientation))
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
                     raise DocumentError(FailureReason.too_large, f"decompression bomb refused: {exc}") from None
                 except (OSError, ValueError, SyntaxError, EOFError) as exc:
                     # Truncated data: Pillow says "image file is truncated" or similar.
                     raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot decode: {exc}") from None
-                yield Page(number=index + 1, gray=gray, dpi=_stated_dpi(image))
+                gray, dpi = _square_pixels(gray, _stated_resolution(image, orientation), config)
+                yield Page(number=index + 1, gray=gray, dpi=dpi)
 
 
-def _stated_dpi(image: Image.Image) -> float | None:
-    """The resolution an image file states (PNG pHYs, JPEG JFIF or EXIF, TIFF tags), the
-    mean of its two axes; None when it states none or nonsense."""
+def _stated_resolution(image: Image.Image, orientation: int | None) -> tuple[float, float] | None:
+    """The (across, down) resolution an image file states (PNG pHYs, JPEG JFIF or EXIF,
+    TIFF tags), for the page turned upright by ``orientation``; None when it states none
+    or nonsense."""
     try:
         across, down = (float(value) for value in image.info["dpi"])
     except (KeyError, TypeError, ValueError):
         return None
-    dpi = (across + down) / 2.0
     low, high = STATED_DPI_RANGE
-    return dpi if math.isfinite(dpi) and low <= dpi <= high else None
+    if not all(math.isfinite(value) and low <= value <= high for value in (across, down)):
+        return None
+    return (down, across) if orientation in QUARTER_TURNS else (across, down)
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """``image`` turned as its EXIF orientation tag says; itself when it has no such tag or
-    the tag says upright (no copy of the page).
+def _square_pixels(gray: np.ndarray, resolution: tuple[float, float] | None,
+                   config: InputConfig) -> tuple[np.ndarray, float | None]:
+    """The page with square pixels, and its resolution (None when its file states none).
+
+    A page scanned at two resolutions (a fax's 204 × 98 dpi) has its digits squashed; it
+    is stretched along the coarser axis to the finer one, as the page was on paper.
+    """
+    if resolution is None:
+        return gray, None
+    across, down = resolution
+    finer = max(across, down)
+    if min(across, down) >= (1.0 - SQUARE_TOLERANCE) * finer:
+        return gray, (across + down) / 2.0
+    rows, cols = gray.shape
+    size = (round(cols * finer / across), round(rows * finer / down))
+    _check_size(*size, config)
+    return cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR), finer
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    """``image`` turned as its EXIF ``orientation`` tag says (see ``_orientation``);
+    itself when it has no such tag or the tag says upright (no copy of the page).
 
     Not ``ImageOps.exif_transpose``: it also writes the EXIF block back into the turned
     copy, which fails on a block whose other tags are damaged (a tag holding the wrong
     type), while the orientation itself reads fine.
     """
-    orientation = _orientation(image)
     return image.transpose(EXIF_TURNS[orientation]) if orientation in EXIF_TURNS else image
 
 

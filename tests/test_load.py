@@ -10,6 +10,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -461,3 +462,20 @@ def test_a_pdf_pages_resolution_is_the_one_it_is_rasterized_at(tmp_path):
     path = tmp_path / "doc.pdf"
     path.write_bytes(two_page_pdf())
     assert [p.dpi for p in read_all(path, InputConfig(pdf_dpi=144))] == [144.0, 144.0]
+
+
+def test_a_fax_scanned_at_two_resolutions_is_stretched_to_square_pixels(tmp_path):
+    # A standard-mode fax: 204 dpi across, 98 down, bilevel and Group 4 compressed; its
+    # strokes stand half as tall as on paper until the rows are stretched.
+    paper = np.full((204, 160), 255, np.uint8)
+    cv2.putText(paper, "47", (20, 150), cv2.FONT_HERSHEY_SIMPLEX, 4.0, 0, 12)
+    squashed = cv2.resize(paper, (160, 98), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "fax.tif"
+    Image.fromarray(squashed).convert("1").save(path, format="TIFF", dpi=(204, 98), compression="group4")
+    (page,) = read_all(path)
+    assert page.gray.shape == (204, 160) and page.dpi == pytest.approx(204)
+    assert np.mean(np.abs(page.gray.astype(float) - paper)) < 12  # the digits stand as tall as on paper
+    # A fine-mode fax's 204 × 196 is near enough square: read as it is, at about 200 dpi.
+    Image.fromarray(paper).save(path, format="TIFF", dpi=(204, 196))
+    (page,) = read_all(path)
+    assert page.gray.shape == (204, 160) and page.dpi == pytest.approx(200)
