@@ -83,7 +83,8 @@ PALE_STROKE = 0.6
 # a cheque's pale background pattern touching a digit adds a few pixels at most.
 # Measured on 2026-12-08: a growth of 1 to 6 pixels gains about alike (real writers'
 # pages 63.1-63.9% of fields against 59.6%), 3 costs half 6's time; a join at 0.8 of
-# the level loses the gain.
+# the level loses the gain. A thin-pen page read at the floor grows too: its palest
+# digits are fragments even there (real writers' pages 63.8% -> 68.1%).
 PALE_JOIN = 0.6
 PALE_GROWTH = 3
 # Skews below this many degrees are not worth a resampling of the page.
@@ -760,7 +761,7 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
                                   config.max_digit_height, print_nearby=not single)
     clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
     grown = clean
-    if not single and not at_floor:  # at the floor, blobs grow by PALE_INK instead
+    if not single:
         grown = preprocess.grow_into_pale_ink(clean, dark, round(PALE_JOIN * level), PALE_GROWTH, lines)
     _, labels, stats = preprocess.components(grown)
     stats = stats[1:].astype(np.int64)  # label k + 1 is row k

@@ -626,6 +626,26 @@ def test_digits_of_a_thin_pale_pen_are_read_whole(seed):
         assert max(iou(blob, box) for blob in blobs) > 0.7
 
 
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_a_paler_number_on_a_thin_pen_page_is_read_whole_at_the_floor(seed):
+    # One number in a thin pale pen makes the page a thin-pen one, read at the ink floor;
+    # another, written with the same pressure at 0.6 of its darkness, falls apart into
+    # pieces too small to keep even there, unless the floor's ink grows into its paler ink.
+    page, faint = blank(), blank()
+    write(page, "4071", 100, 150, thickness=1, tone=90)
+    boxes = write(faint, "2583", 100, 300, thickness=2, tone=90, seed=1)
+    rng = np.random.default_rng(seed)
+    pressure = cv2.GaussianBlur(rng.random(page.shape).astype(np.float32), (0, 0), 4)
+    pressure = 0.3 + 0.7 * (pressure - pressure.min()) / np.ptp(pressure)
+    ink = cv2.GaussianBlur(((235.0 - page) + 0.6 * (235.0 - faint)) * pressure, (0, 0), 0.7)
+    scan = noisy((235.0 - ink).astype(np.uint8), 1)
+    assert _find_fields(scan, CONFIG, 1.0)[2] < THIN_PEN_INK
+    layout = segment_page(scan, CONFIG)
+    assert [len(field.blobs) for field in layout.fields] == [4, 4]
+    for blob, box in zip(layout.fields[1].blobs, boxes):
+        assert iou(blob.bbox, box) > 0.7
+
+
 def test_a_pen_of_usual_width_is_not_taken_for_a_thin_one():
     page = blank()
     write(page, "4071", 100, 150)
