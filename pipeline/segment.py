@@ -9,8 +9,9 @@ belong to (a 5's detached bar) or dropped as punctuation, and blobs too wide for
 digit get cut hypotheses for the classifier to judge (``group.read_fields``). Typeset
 text is dropped by its exact baseline and its few exact heights. A short image is a
 cut-out field (a cheque amount box) and is read as one field whatever its gaps. A scan
-finer than 150-200 dpi is read again at a smaller size, a page written with a thin or
-pale pen again with a lower ink level.
+finer than 150-200 dpi is read at a smaller size (at once when its file states its
+resolution, else again), a page written with a thin or pale pen again with a lower ink
+level.
 
 Work happens on the levelled (and perhaps shrunk) page; every box is mapped back to the
 original page.
