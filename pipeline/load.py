@@ -84,7 +84,8 @@ class DocumentList:
 @dataclass(frozen=True)
 class Page:
     """One decoded page: ``gray`` is (M, N) uint8, ink dark, 0..255; ``number`` counts from 1;
-    ``dpi`` the resolution its file states (a PDF's: the one it is rasterized at), if any."""
+    ``dpi`` the resolution its file states (a PDF's: the one it is rasterized at; a page
+    stated at two, the finer, which ``gray`` has been stretched to), if any."""
 
     number: int
     gray: np.ndarray

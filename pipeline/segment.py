@@ -821,11 +821,12 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         if (not single and len(blob_ids) == 1 and blob_boxes[0, 2] <= config.max_line_thickness
                 and _rule_remnant(blob_boxes[0], lines.rules)):
             continue
+        union = _union_box(blob_boxes)
         # Print shows in its pieces as found too: grown by the noise around them, its
         # letters lose the exact baselines and heights that tell it.
         if not single and on_rule[members].mean() < 0.5 and (
                 _looks_printed(blob_boxes, config)
-                or _looks_printed(_pieces_in(clean, _union_box(blob_boxes), speck_area), config)):
+                or _looks_printed(_pieces_in(clean, union, speck_area), config)):
             continue
         # Wide for one digit: wider than touch_aspect heights, or than WIDE_BLOB typical blobs.
         min_width = config.touch_aspect * height
@@ -841,7 +842,6 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
         inks += [found_ink[ids].sum() / blob_box[3] ** 2 for ids, blob_box in zip(blob_ids, blob_boxes)]
         ratios = blob_boxes[:, 3] / height
         reasons = (ODD_SIZE,) if ((ratios < ODD_RANGE[0]) | (ratios > ODD_RANGE[1])).any() else ()
-        union = _union_box(blob_boxes)
         fields.append(FieldLayout(frame.box(*union), tuple(blobs), reasons, cut_out=single))
         boxes.append(union)
     ordered = tuple(fields[i] for i in _reading_order(boxes))
