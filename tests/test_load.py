@@ -479,3 +479,11 @@ def test_a_fax_scanned_at_two_resolutions_is_stretched_to_square_pixels(tmp_path
     Image.fromarray(paper).save(path, format="TIFF", dpi=(204, 196))
     (page,) = read_all(path)
     assert page.gray.shape == (204, 160) and page.dpi == pytest.approx(200)
+
+
+def test_a_stretch_to_square_pixels_past_the_pixel_limit_is_refused(tmp_path):
+    # 10,000 dpi across and 50 down: stretching the rows 200-fold would make a bomb.
+    path = tmp_path / "odd.tif"
+    Image.fromarray(page_array(9)).save(path, format="TIFF", dpi=(10000, 50))
+    assert reason_of(path, InputConfig(max_page_pixels=1_000_000)) == FailureReason.too_large
+    assert read_all(path)[0].gray.shape == (64 * 200, 80)  # within the default limit it reads
