@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 import pytest
 
+from pipeline.cli import main
+from pipeline.errors import ExitCode
 from pipeline.samples import write_samples
 
 
@@ -84,3 +88,21 @@ def test_pages_of_real_writers_digits_come_from_a_cvl_file(tmp_path):
             assert set(field["text"]) <= {"3", "8"}
             x, y, w, h = field["bbox"]
             assert gray[y:y + h, x:x + w].min() < gray.mean() - 60
+
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get("DIGITS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+
+
+def test_the_committed_samples_are_what_make_samples_writes(tmp_path):
+    """`make samples` (the CLI's defaults on the real MNIST) rewrites samples/ as committed:
+    a generator change that would alter the pages shows here until the set is rewritten.
+    The truth is compared, not the image bytes, which another Pillow may encode otherwise."""
+    if not MNIST_DIR.exists():
+        pytest.skip(f"MNIST not found at {MNIST_DIR} (set DIGITS_MNIST)")
+    assert main(["samples", "--mnist", str(MNIST_DIR), "--output", str(tmp_path)]) == ExitCode.ok
+    committed = sorted(path.name for path in (REPO / "samples").iterdir())
+    assert sorted(path.name for path in tmp_path.iterdir()) == committed
+    for name in committed:
+        if name.endswith(".json"):
+            assert json.loads((tmp_path / name).read_text()) == json.loads((REPO / "samples" / name).read_text()), name
