@@ -175,11 +175,13 @@ def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> 
               help="Scan every page at this resolution (default: 150 or 200, drawn per page).")
 @click.option("--cvl", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Write real writers' digits from this CVL digits .npz instead of MNIST's (for measuring only).")
-def samples(mnist, output, pages, seed, dpi, cvl) -> int:
+@click.option("--fax", is_flag=True,
+              help="Send every page as a standard-mode fax: black and white TIFF (Group 4) at 204 × 98 dpi.")
+def samples(mnist, output, pages, seed, dpi, cvl, fax) -> int:
     """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits, or CVL's with --cvl)."""
     from pipeline.samples import write_samples
 
-    written = write_samples(mnist, output, pages, seed, dpi, cvl)
+    written = write_samples(mnist, output, pages, seed, dpi, cvl, fax)
     click.echo(f"wrote {len(written)} pages to {output}", err=True)
     return ExitCode.ok
 

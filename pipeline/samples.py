@@ -42,6 +42,8 @@ TOUCH_CHANCE = 0.08
 BREAK_CHANCE = 0.04
 # Share of pages that are cheques; the rest are forms.
 CHEQUE_SHARE = 0.35
+# A standard-mode fax (ITU-T T.4): 204 dots an inch across, 98 lines down, black or white.
+FAX_DPI = (204, 98)
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,35 @@ def make_page(digits: _Digits, rng: np.random.Generator, cheque: bool,
     return gray, fields, dpi
 
 
+def fax_page(gray: np.ndarray, dpi: int) -> np.ndarray:
+    """``gray`` scanned at ``dpi`` as a standard-mode fax sends it: resampled to FAX_DPI
+    (across, down) and made black or white by Otsu's threshold; (M, N) uint8, 0 or 255."""
+    across, down = FAX_DPI
+    rows, cols = gray.shape
+    size = (round(cols * across / dpi), round(rows * down / dpi))
+    coarse = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return cv2.threshold(coarse, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+
+
+def _scaled(box: list[int], across: float, down: float) -> list[int]:
+    x, y, w, h = box
+    x0, y0 = int(np.floor(x * across)), int(np.floor(y * down))
+    return [x0, y0, int(np.ceil((x + w) * across)) - x0, int(np.ceil((y + h) * down)) - y0]
+
+
+def _faxed(gray: np.ndarray, fields: list[dict], dpi: int) -> tuple[np.ndarray, list[dict], int, int]:
+    """The page as a fax, its truth moved onto the page as read (square pixels at the fax's
+    finer resolution: ``load`` stretches the coarser axis), and that page's (width, height)."""
+    faxed = fax_page(gray, dpi)
+    across, down = FAX_DPI
+    width, height = faxed.shape[1], round(faxed.shape[0] * across / down)
+    sx, sy = width / gray.shape[1], height / gray.shape[0]
+    moved = [{"text": f["text"], "bbox": _scaled(f["bbox"], sx, sy),
+              "digits": [{"label": d["label"], "bbox": _scaled(d["bbox"], sx, sy)} for d in f["digits"]]}
+             for f in fields]
+    return faxed, moved, width, height
+
+
 def _real_digits(cvl_path: Path) -> _Digits:
     """Real writers' digits from a CVL digits file, as written: their strokes keep the
     width and the pressure the writers gave them (thinner than MNIST's, often pale)."""
@@ -319,7 +350,7 @@ def _real_digits(cvl_path: Path) -> _Digits:
 
 
 def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int | None = None,
-                  cvl: Path | None = None) -> list[Path]:
+                  cvl: Path | None = None, fax: bool = False) -> list[Path]:
     """Write ``pages`` synthetic pages and their truth JSONs into ``out_dir``.
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
@@ -329,7 +360,9 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
     scans them all at one resolution (the same seed gives the same pages at another size)
     instead of at 150 or 200 dpi. With ``cvl`` (a CVL digits file) the digits are real
     writers' instead of MNIST's: pages for measuring only, never for training or for the
-    repository.
+    repository. With ``fax`` every page is sent as a standard-mode fax instead (the same
+    page, then ``fax_page``): ``page_NNN.tif``, black and white, Group 4, stating FAX_DPI;
+    its truth is on the page as read, stretched to square pixels at 204 dpi.
     Returns the image paths.
     """
     if cvl is not None:
@@ -348,12 +381,19 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
         # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
         # state their resolution, as a scanner's files do.
         jpeg = not cheque
-        name = f"page_{number:03d}." + ("jpg" if jpeg else "png")
         options = {"quality": int(page_rng.integers(65, 86))} if jpeg else {"compress_level": 9}
-        Image.fromarray(gray).save(out_dir / name, format="JPEG" if jpeg else "PNG", dpi=(scan_dpi, scan_dpi),
-                                   **options)
-        truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
-                 "fields": fields}
+        if fax:
+            faxed, fields, width, height = _faxed(gray, fields, scan_dpi)
+            name = f"page_{number:03d}.tif"
+            Image.fromarray(faxed).convert("1").save(out_dir / name, format="TIFF", compression="group4",
+                                                     dpi=FAX_DPI)
+            truth = {"image": name, "width": width, "height": height, "dpi": FAX_DPI[0], "fields": fields}
+        else:
+            name = f"page_{number:03d}." + ("jpg" if jpeg else "png")
+            Image.fromarray(gray).save(out_dir / name, format="JPEG" if jpeg else "PNG",
+                                       dpi=(scan_dpi, scan_dpi), **options)
+            truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
+                     "fields": fields}
         (out_dir / name).with_suffix(".json").write_text(json.dumps(truth) + "\n", encoding="utf-8")
         written.append(out_dir / name)
     return written

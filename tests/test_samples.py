@@ -106,3 +106,27 @@ def test_the_committed_samples_are_what_make_samples_writes(tmp_path):
     for name in committed:
         if name.endswith(".json"):
             assert json.loads((tmp_path / name).read_text()) == json.loads((REPO / "samples" / name).read_text()), name
+
+
+def test_fax_pages_are_black_and_white_at_fax_resolution_with_truth_on_the_page_as_read(tiny_mnist, tmp_path):
+    from pipeline.config import load_config
+    from pipeline.load import iter_pages, read_source
+
+    config = load_config()
+    written = write_samples(tiny_mnist, tmp_path, pages=3, seed=4, fax=True)
+    assert [path.suffix for path in written] == [".tif"] * 3
+    for image_path in written:
+        with Image.open(image_path) as image:
+            assert image.mode == "1" and image.info["compression"] == "group4"
+            assert image.info["dpi"] == pytest.approx((204, 98), abs=0.05)
+            stored_height = image.size[1]
+        truth = json.loads(image_path.with_suffix(".json").read_text())
+        (page,) = iter_pages(read_source(image_path, config.input), config.input)
+        # The reader stretches the 98 lines an inch to 204: the truth is on that page.
+        assert (truth["height"], truth["width"]) == page.gray.shape
+        assert page.gray.shape[0] == pytest.approx(stored_height * 204 / 98, abs=1)
+        assert truth["fields"]
+        for field in truth["fields"]:
+            for digit in field["digits"]:
+                x, y, w, h = digit["bbox"]
+                assert page.gray[y:y + h, x:x + w].min() == 0  # black ink inside each digit's box
