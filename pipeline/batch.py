@@ -149,15 +149,17 @@ def _field_patches(gray: np.ndarray, layout: PageLayout) -> tuple[FieldPatch, ..
     return tuple(patches)
 
 
-def read_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = None) -> PageLayout:
-    """Segment one (M, N) uint8 page whose file states ``dpi`` (None: states none).
+def read_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = None,
+              bilevel: bool = False) -> PageLayout:
+    """Segment one (M, N) uint8 page whose file states ``dpi`` (None: states none), black
+    and white as scanned when ``bilevel``.
 
     A uniform page (every pixel the same: blank paper, an all-black scan) has no fields
     and is not handed to the segmenter.
     """
     if gray.size == 0 or gray.min() == gray.max():
         return _blank_layout(gray)
-    return segment_page(gray, config, dpi)
+    return segment_page(gray, config, dpi, bilevel)
 
 
 def _one_thread_per_worker() -> None:
@@ -202,7 +204,7 @@ def read_document(task: Task, input_config: InputConfig, segment_config: Segment
             return DocumentWork(task.path, "reused", source.sha256, source.size, source.mtime_ns)
         pages = []
         for page in iter_pages(source, input_config):
-            layout = read_page(page.gray, segment_config, page.dpi)
+            layout = read_page(page.gray, segment_config, page.dpi, page.bilevel)
             patches = _field_patches(page.gray, layout) if field_images else ()
             pages.append(PageWork(page.number, int(page.gray.shape[1]), int(page.gray.shape[0]),
                                   layout, patches))

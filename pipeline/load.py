@@ -65,6 +65,8 @@ STATED_DPI_RANGE = (50.0, 10000.0)
 # Resolutions across and down that differ by more than this share of the finer are two
 # (a standard-mode fax: 204 × 98 dpi); a fine-mode fax's 204 × 196 is one, 200 dpi.
 SQUARE_TOLERANCE = 0.1
+# Rows of a page sampled before all are searched for a third tone (see ``is_bilevel``).
+BILEVEL_SAMPLE = 16
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,14 @@ class DocumentList:
 class Page:
     """One decoded page: ``gray`` is (M, N) uint8, ink dark, 0..255; ``number`` counts from 1;
     ``dpi`` the resolution its file states (a PDF's: the one it is rasterized at; a page
-    stated at two, the finer, which ``gray`` has been stretched to), if any."""
+    stated at two, the finer, which ``gray`` has been stretched to), if any; ``bilevel``
+    whether it came in two tones only (black and white: a fax, a bilevel scan), before
+    any stretching."""
 
     number: int
     gray: np.ndarray
     dpi: float | None = None
+    bilevel: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,8 +251,20 @@ def _image_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 except (OSError, ValueError, SyntaxError, EOFError) as exc:
                     # Truncated data: Pillow says "image file is truncated" or similar.
                     raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot decode: {exc}") from None
+                bilevel = is_bilevel(gray)
                 gray, dpi = _square_pixels(gray, _stated_resolution(image, orientation), config)
-                yield Page(number=index + 1, gray=gray, dpi=dpi)
+                yield Page(number=index + 1, gray=gray, dpi=dpi, bilevel=bilevel)
+
+
+def is_bilevel(gray: np.ndarray) -> bool:
+    """Whether a (M, N) uint8 page holds two gray levels at most (black and white).
+
+    Every BILEVEL_SAMPLE-th row is looked at first: a gray page shows more tones there
+    already, in a tenth of the 2 ms that the whole of an A4 page at 200 dpi takes."""
+    for rows in (gray[::BILEVEL_SAMPLE], gray):
+        if np.count_nonzero(cv2.calcHist([np.ascontiguousarray(rows)], [0], None, [256], [0, 256])) > 2:
+            return False
+    return True
 
 
 def _stated_resolution(image: Image.Image, orientation: int | None) -> tuple[float, float] | None:
@@ -367,7 +384,7 @@ def _pdf_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 page.close()
             if gray.ndim == 3:
                 gray = gray[:, :, 0].copy()
-            yield Page(number=index + 1, gray=gray, dpi=float(config.pdf_dpi))
+            yield Page(number=index + 1, gray=gray, dpi=float(config.pdf_dpi), bilevel=is_bilevel(gray))
     finally:
         document.close()
 

@@ -53,6 +53,18 @@ PITCH_SLACK = 0.2
 ALONG_EXTRA = 2
 # Pixels beside a found rule also belong to it (antialiasing, residual skew).
 RULE_EDGE = 2
+# On a black-and-white page a thin rule a hair off level is cut into dashes by the
+# threshold (each pixel row it crosses keeps a stretch). Level thin runs at least
+# DASH_PIECE of the rule length long, no further apart than DASH_BRIDGE of it, join into
+# a rule when DASH_PIECES or more of them cover DASH_COVER of its length. Not on gray
+# pages: there the level strokes of neighbouring digits chain so too (3 fields fewer read
+# right on the 100 generated pages). Measured on 2026-12-08 on three sets of 40 generated
+# faxes (the first two chose the constants): fields read right 65.9 -> 76.1%,
+# 64.3 -> 79.6% and 71.9 -> 84.6%.
+DASH_PIECE = 0.2
+DASH_BRIDGE = 0.5
+DASH_PIECES = 3
+DASH_COVER = 0.5
 # A horizontal run shorter than the tallest digit is a rule only when it is at least this
 # many times as long as the ink it lies in is tall: a 4's or 7's bar is shorter than its digit.
 RULE_ASPECT = 1.2
@@ -222,7 +234,7 @@ class RuledLines:
 
 
 def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int,
-               tallest_digit: int, print_nearby: bool = True) -> RuledLines:
+               tallest_digit: int, print_nearby: bool = True, dashed: bool = False) -> RuledLines:
     """Ruled lines of a page.
 
     ``dark`` is the (M, N) uint8 darkness and ``level`` its ink threshold. Rules are
@@ -239,7 +251,9 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
       that may hold print (``print_nearby``) it must also show bare between the strokes
       on it, or it is the bridged feet of a printed word (see ``_rules``).
 
-    Rules are large: they are searched at half resolution.
+    With ``dashed`` (a black-and-white page), level dashes in a row are joined into
+    horizontal rules too (see DASH_PIECE). Rules are large: they are searched at half
+    resolution.
     """
     mask = ink_mask(dark, level)
     rows, cols = dark.shape
@@ -256,6 +270,8 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
         return ink_mask(opened, faint)
 
     horizontal = runs((length, 1), (gap, 1))
+    if dashed:
+        horizontal |= _dashed_rules(ink_mask(small, faint), length, thick)
     vertical = _taller_than(runs((1, length), (1, gap)), long_length)
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
@@ -270,6 +286,24 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
     horizontal, vertical = cv2.dilate(horizontal, grow), cv2.dilate(vertical, grow)
     return RuledLines(_on_page(horizontal, mask, factor, vertical=False),
                       _on_page(vertical, mask, factor, vertical=True), rules * factor, columns * factor)
+
+
+def _dashed_rules(mask: np.ndarray, length: int, thick: int) -> np.ndarray:
+    """(M, N) uint8 mask, 255 on rows of level dashes in ``mask`` that make a horizontal
+    rule at least ``length`` long, the gaps between them bridged (see DASH_PIECE)."""
+    dashes = cv2.morphologyEx(mask, cv2.MORPH_OPEN,
+                              cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(DASH_PIECE * length)), 1)))
+    dashes &= ~cv2.morphologyEx(dashes, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
+    bridge = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(DASH_BRIDGE * length)), 1))
+    count, labels, stats = components(cv2.morphologyEx(dashes, cv2.MORPH_CLOSE, bridge))
+    keep = (stats[:, 2] >= length) & (stats[:, 3] <= thick)
+    keep[0] = False
+    for index in np.flatnonzero(keep):
+        x, y, w, h = stats[index, :4]
+        covered = (dashes[y:y + h, x:x + w] > 0).any(axis=0)
+        pieces = int(covered[0]) + np.count_nonzero(covered[1:] & ~covered[:-1])
+        keep[index] = pieces >= DASH_PIECES and covered.mean() >= DASH_COVER
+    return _painted(labels, stats, keep)
 
 
 def _on_page(small: np.ndarray, mask: np.ndarray, factor: int, vertical: bool) -> np.ndarray:

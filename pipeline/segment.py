@@ -652,7 +652,8 @@ def _reading_order(boxes: list[np.ndarray]) -> list[int]:
     return [i for row in rows for i in sorted(row, key=lambda i: boxes[i][0])]
 
 
-def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = None) -> PageLayout:
+def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = None,
+                 bilevel: bool = False) -> PageLayout:
     """Find the digit fields of a page.
 
     Parameters
@@ -663,6 +664,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = No
     dpi : float, optional
         The resolution the page's file states, when it states one. Above FINE_STATED_DPI
         the page is first read shrunk to SETTINGS_DPI.
+    bilevel : bool
+        The page was black and white as scanned (a fax): its thin rules may be broken
+        into dashes, which are joined (``preprocess.find_lines``).
 
     Returns
     -------
@@ -686,10 +690,10 @@ def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = No
     # A cut-out field is read at its own size, as one field, whatever its resolution.
     if dpi is not None and dpi > FINE_STATED_DPI and rows * SETTINGS_DPI / dpi > config.single_field_max_height:
         scale = SETTINGS_DPI / dpi
-    skew, fields, blob_ink = _find_fields(gray, config, scale)
+    skew, fields, blob_ink = _find_fields(gray, config, scale, bilevel=bilevel)
     if scale < 1.0 and _digit_heights(fields)[0] * scale < STATED_DPI_SMALL * config.min_digit_height:
         scale = 1.0
-        skew, fields, blob_ink = _find_fields(gray, config, scale)
+        skew, fields, blob_ink = _find_fields(gray, config, scale, bilevel=bilevel)
     for _ in range(MAX_RESCALES):
         typical, cautious = _digit_heights(fields)
         if typical * scale <= FINE_SCAN_DIGIT_HEIGHT:
@@ -698,9 +702,9 @@ def segment_page(gray: np.ndarray, config: SegmentConfig, dpi: float | None = No
         if step >= scale:  # by the cautious measure the digits are small enough already
             break
         scale = step
-        skew, fields, blob_ink = _find_fields(gray, config, scale)
+        skew, fields, blob_ink = _find_fields(gray, config, scale, bilevel=bilevel)
     if blob_ink < THIN_PEN_INK:
-        skew, fields, _ = _find_fields(gray, config, scale, at_floor=True)
+        skew, fields, _ = _find_fields(gray, config, scale, at_floor=True, bilevel=bilevel)
     return PageLayout(cols, rows, skew, fields)
 
 
@@ -728,13 +732,14 @@ def _digit_heights(fields: tuple[FieldLayout, ...]) -> tuple[float, float]:
     return typical, min(typical, percentile(heights, 75))
 
 
-def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
-                 at_floor: bool = False) -> tuple[float, tuple[FieldLayout, ...], float]:
+def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float, at_floor: bool = False,
+                 bilevel: bool = False) -> tuple[float, tuple[FieldLayout, ...], float]:
     """The skew, the fields (in reading order; boxes on ``gray``) and the median ink of
     their blobs (ink pixels over height squared; inf without blobs, and for a cut-out
     field, which is never read at the floor: see THIN_PEN_INK) of a page read at
     ``scale`` times its size, with the ink level at ``config.min_ink_darkness`` when
-    ``at_floor``, else where ``preprocess.ink_threshold`` puts it."""
+    ``at_floor``, else where ``preprocess.ink_threshold`` puts it; dashed rules are
+    joined on a ``bilevel`` page."""
     rows, cols = gray.shape
     if scale != 1.0:
         gray = cv2.resize(gray, None, fx=scale, fy=scale,
@@ -759,7 +764,7 @@ def _find_fields(gray: np.ndarray, config: SegmentConfig, scale: float,
     frame = _Frame(inverse, cols, rows)
     # A cut-out field holds no print: digits filling it leave a rule no bare stretch.
     lines = preprocess.find_lines(dark, level, config.line_min_length, config.max_line_thickness,
-                                  config.max_digit_height, print_nearby=not single)
+                                  config.max_digit_height, print_nearby=not single, dashed=bilevel)
     clean = preprocess.remove_lines(mask, lines, config.max_line_thickness)
     grown = clean
     if not single:

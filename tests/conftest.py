@@ -52,7 +52,7 @@ class FakeClassifier:
         return probs
 
 
-def fake_segment_page(gray: np.ndarray, config, dpi=None) -> PageLayout:
+def fake_segment_page(gray: np.ndarray, config, dpi=None, bilevel=False) -> PageLayout:
     """One field: the bounding box of all dark pixels, cut into FAKE_DIGITS_PER_FIELD equal digits."""
     rows, cols = gray.shape
     ink = gray < FAKE_INK_THRESHOLD

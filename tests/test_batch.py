@@ -126,7 +126,7 @@ def test_every_bad_input_is_an_error_value_and_the_run_goes_on(tmp_path, make_co
 
 
 def test_uniform_pages_never_reach_the_segmenter(tmp_path, make_config, monkeypatch):
-    def segmenter_must_not_run(gray, config, dpi=None):
+    def segmenter_must_not_run(gray, config, dpi=None, bilevel=False):
         raise AssertionError("segment_page called on a uniform page")
 
     monkeypatch.setattr(batch, "segment_page", segmenter_must_not_run)
@@ -142,10 +142,10 @@ def test_unexpected_exception_is_internal_and_reraised_on_request(tmp_path, make
     good_folder(tmp_path / "in", 3)
     original = batch.segment_page
 
-    def flaky(gray, config, dpi=None):
+    def flaky(gray, config, dpi=None, bilevel=False):
         if gray.shape == form_page(1).shape and np.array_equal(gray, form_page(1)):
             raise ValueError("segmenter bug")
-        return original(gray, config, dpi)
+        return original(gray, config, dpi, bilevel)
 
     monkeypatch.setattr(batch, "segment_page", flaky)
     caplog.set_level("DEBUG", logger="pipeline")
@@ -273,7 +273,7 @@ def test_internal_errors_are_retried_but_input_errors_are_not(tmp_path, make_con
     good_folder(source, 1)
     (source / "empty.png").write_bytes(b"")
 
-    def broken(gray, config, dpi=None):
+    def broken(gray, config, dpi=None, bilevel=False):
         raise RuntimeError("bug of the day")
 
     monkeypatch.setattr(batch, "segment_page", broken)

@@ -138,7 +138,7 @@ def test_second_run_exits_75(tmp_path, fake_stages, fake_model, capsys):
 def test_interrupt_exits_130(tmp_path, fake_model, monkeypatch):
     model, _ = fake_model
 
-    def interrupted(gray, config, dpi=None):
+    def interrupted(gray, config, dpi=None, bilevel=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(batch, "segment_page", interrupted)
@@ -156,7 +156,7 @@ def test_sigterm_exits_130_and_keeps_the_previous_report(tmp_path, fake_stages, 
     before = (tmp_path / "out" / "report.json").read_bytes()
     previous = signal.getsignal(signal.SIGTERM)
 
-    def terminated(gray, config, dpi=None):
+    def terminated(gray, config, dpi=None, bilevel=False):
         os.kill(os.getpid(), signal.SIGTERM)  # as `timeout` would send it
         raise AssertionError("SIGTERM did not interrupt")
 
@@ -169,7 +169,7 @@ def test_sigterm_exits_130_and_keeps_the_previous_report(tmp_path, fake_stages, 
 def test_verbose_shows_internal_tracebacks(tmp_path, fake_model, monkeypatch, caplog):
     model, _ = fake_model
 
-    def buggy(gray, config, dpi=None):
+    def buggy(gray, config, dpi=None, bilevel=False):
         raise ZeroDivisionError("oops")
 
     monkeypatch.setattr(batch, "segment_page", buggy)

@@ -475,6 +475,8 @@ def test_a_fax_scanned_at_two_resolutions_is_stretched_to_square_pixels(tmp_path
     (page,) = read_all(path)
     assert page.gray.shape == (204, 160) and page.dpi == pytest.approx(204)
     assert np.mean(np.abs(page.gray.astype(float) - paper)) < 12  # the digits stand as tall as on paper
+    # Black and white as stored, though the stretch put grays on the rows it filled in.
+    assert page.bilevel and len(np.unique(page.gray)) > 2
     # A fine-mode fax's 204 × 196 is near enough square: read as it is, at about 200 dpi.
     Image.fromarray(paper).save(path, format="TIFF", dpi=(204, 196))
     (page,) = read_all(path)
@@ -487,3 +489,22 @@ def test_a_stretch_to_square_pixels_past_the_pixel_limit_is_refused(tmp_path):
     Image.fromarray(page_array(9)).save(path, format="TIFF", dpi=(10000, 50))
     assert reason_of(path, InputConfig(max_page_pixels=1_000_000)) == FailureReason.too_large
     assert read_all(path)[0].gray.shape == (64 * 200, 80)  # within the default limit it reads
+
+
+def test_a_page_is_bilevel_when_it_holds_two_tones_only(tmp_path):
+    gray = page_array(3)
+    path = tmp_path / "page.png"
+    path.write_bytes(png_bytes(gray))
+    (page,) = read_all(path)
+    assert not page.bilevel
+    two_tones = np.where(gray < 128, 0, 255).astype(np.uint8)
+    path.write_bytes(png_bytes(two_tones))  # a black-and-white scan saved as gray
+    (page,) = read_all(path)
+    assert page.bilevel
+    path = tmp_path / "bw.tif"
+    Image.fromarray(two_tones).convert("1").save(path, format="TIFF", compression="group4")
+    (page,) = read_all(path)
+    assert page.bilevel
+    Image.fromarray(np.full_like(gray, 255)).save(path, format="TIFF")  # blank paper: one tone
+    (page,) = read_all(path)
+    assert page.bilevel

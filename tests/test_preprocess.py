@@ -308,3 +308,31 @@ def test_comb_walls_that_the_rules_stop_short_of_are_walls():
     lines = preprocess.find_lines(dark, 100, 70, 6, 120)
     assert lines.vertical[200, 20] == 255 and lines.vertical[200, 500] == 255
     assert lines.vertical[200, 80] == 255
+
+
+def dashed_rule_page(dash: int, gap: int, count: int) -> np.ndarray:
+    """Darkness of a black-and-white page with one level rule cut into ``count`` dashes."""
+    dark = np.zeros((200, 600), np.uint8)
+    for k in range(count):
+        x = 40 + k * (dash + gap)
+        cv2.line(dark, (x, 100), (x + dash - 1, 100), 255, 2)
+    return dark
+
+
+def test_a_rule_in_dashes_is_a_rule_on_a_black_and_white_page_only():
+    # A thin rule a hair off level, cut by a threshold into 20-px dashes 10 px apart: one
+    # rule across all of them on a bilevel page; on a gray page dashes stay strokes.
+    dark = dashed_rule_page(dash=20, gap=10, count=16)
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120, dashed=True)
+    assert lines.rules.shape == (1, 4)
+    x, _, w, _ = lines.rules[0]
+    assert x <= 42 and x + w >= 40 + 15 * 30 + 18
+    assert preprocess.find_lines(dark, 100, 70, 6, 120).rules.shape == (0, 4)
+
+
+@pytest.mark.parametrize("dash, gap, count", [(20, 10, 2), (20, 60, 8), (6, 10, 30)])
+def test_two_dashes_far_apart_or_short_specks_are_no_rule(dash, gap, count):
+    # Two level strokes (two digits' bars), dashes further apart than half a rule's
+    # length, or specks shorter than a fifth of it do not make a rule.
+    dark = dashed_rule_page(dash, gap, count)
+    assert preprocess.find_lines(dark, 100, 70, 6, 120, dashed=True).rules.shape == (0, 4)
