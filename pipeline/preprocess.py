@@ -54,13 +54,15 @@ ALONG_EXTRA = 2
 # Pixels beside a found rule also belong to it (antialiasing, residual skew).
 RULE_EDGE = 2
 # On a black-and-white page a thin rule a hair off level is cut into dashes by the
-# threshold (each pixel row it crosses keeps a stretch). Level thin runs at least
-# DASH_PIECE of the rule length long, no further apart than DASH_BRIDGE of it, join into
-# a rule when DASH_PIECES or more of them cover DASH_COVER of its length. Not on gray
-# pages: there the level strokes of neighbouring digits chain so too (3 fields fewer read
-# right on the 100 generated pages). Measured on 2026-12-08 on three sets of 40 generated
-# faxes (the first two chose the constants): fields read right 65.9 -> 76.1%,
-# 64.3 -> 79.6% and 71.9 -> 84.6%.
+# threshold (each pixel row it crosses keeps a stretch); so is a page border or a table
+# column a hair off upright. Thin runs along one row (or column) at least DASH_PIECE of
+# the rule length long, no further apart than DASH_BRIDGE of it, join into a rule when
+# DASH_PIECES or more of them cover DASH_COVER of its length. Not on gray pages: there
+# the level strokes of neighbouring digits chain so too (3 fields fewer read right on the
+# 100 generated pages). Measured on 2026-12-08 on three sets of 40 generated faxes (the
+# first two chose the constants): fields read right 65.9 -> 76.1%, 64.3 -> 79.6% and
+# 71.9 -> 84.6%; the columns then took spurious fields from 0.58, 0.73 and 0.98 a page
+# to 0.55, 0.63 and 0.60 (a border in dashes read as a column of 1s).
 DASH_PIECE = 0.2
 DASH_BRIDGE = 0.5
 DASH_PIECES = 3
@@ -251,8 +253,8 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
       that may hold print (``print_nearby``) it must also show bare between the strokes
       on it, or it is the bridged feet of a printed word (see ``_rules``).
 
-    With ``dashed`` (a black-and-white page), level dashes in a row are joined into
-    horizontal rules too (see DASH_PIECE). Rules are large: they are searched at half
+    With ``dashed`` (a black-and-white page), dashes in a row or a column are joined
+    into rules too (see DASH_PIECE). Rules are large: they are searched at half
     resolution.
     """
     mask = ink_mask(dark, level)
@@ -270,9 +272,11 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
         return ink_mask(opened, faint)
 
     horizontal = runs((length, 1), (gap, 1))
-    if dashed:
-        horizontal |= _dashed_rules(ink_mask(small, faint), length, thick)
     vertical = _taller_than(runs((1, length), (1, gap)), long_length)
+    if dashed:
+        dashes = ink_mask(small, faint)
+        horizontal |= _dashed_rules(dashes, length, thick)
+        vertical |= _dashed_rules(np.ascontiguousarray(dashes.T), length, thick).T
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
     vertical &= ~cv2.morphologyEx(vertical, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick, 1)))
@@ -290,7 +294,8 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
 
 def _dashed_rules(mask: np.ndarray, length: int, thick: int) -> np.ndarray:
     """(M, N) uint8 mask, 255 on rows of level dashes in ``mask`` that make a horizontal
-    rule at least ``length`` long, the gaps between them bridged (see DASH_PIECE)."""
+    rule at least ``length`` long, the gaps between them bridged (see DASH_PIECE); on
+    ``mask.T``, the vertical ones."""
     dashes = cv2.morphologyEx(mask, cv2.MORPH_OPEN,
                               cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(DASH_PIECE * length)), 1)))
     dashes &= ~cv2.morphologyEx(dashes, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))

@@ -330,6 +330,15 @@ def test_a_rule_in_dashes_is_a_rule_on_a_black_and_white_page_only():
     assert preprocess.find_lines(dark, 100, 70, 6, 120).rules.shape == (0, 4)
 
 
+def test_a_border_in_dashes_is_a_vertical_rule_on_a_black_and_white_page_only():
+    # A page border a hair off upright, cut into dashes: not a column of 1s to read.
+    dark = np.ascontiguousarray(dashed_rule_page(dash=20, gap=10, count=16).T)
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120, dashed=True)
+    rows = np.flatnonzero(lines.vertical.any(axis=1))
+    assert rows.min() <= 42 and rows.max() >= 40 + 15 * 30 + 18
+    assert not preprocess.find_lines(dark, 100, 70, 6, 120).vertical.any()
+
+
 @pytest.mark.parametrize("dash, gap, count", [(20, 10, 2), (20, 60, 8), (6, 10, 30)])
 def test_two_dashes_far_apart_or_short_specks_are_no_rule(dash, gap, count):
     # Two level strokes (two digits' bars), dashes further apart than half a rule's
