@@ -131,6 +131,22 @@ def test_a_combs_outer_wall_reaching_one_rule_is_a_wall_but_a_stroke_in_its_cell
     assert lines.vertical[170:205, 48:53].max() == 0, "half a pitch in: a digit's stroke"
 
 
+def test_the_walls_of_a_combs_end_whose_rules_were_wiped_are_walls():
+    # A fax's threshold wiped both rules over the comb's last two cells (the bottom one
+    # over its last three): the walls there reach one rule or none, and stand on the
+    # comb's pitch from its top rule down as far as the others; a shorter stroke does not.
+    dark = comb_darkness(walls=range(20, 381, 60))
+    dark[:, 390:] = 0
+    dark[235:245, 330:] = 0
+    for x in (440, 500):
+        cv2.line(dark, (x, 162), (x, 238), 230, 2)  # walls with no rule left at either end
+    cv2.line(dark, (470, 180), (470, 225), 230, 3)  # a 1 in the last cell
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    for x in (380, 440, 500):
+        assert lines.vertical[200, x] == 255, f"wall at {x}"
+    assert not lines.vertical[185:220, 468:473].any(), "half a pitch in: a digit's stroke"
+
+
 def test_a_comb_wall_that_a_bold_stroke_touches_is_still_a_wall():
     # Where they touch, wall and stroke make one run too wide for a wall; the wall's rows
     # above and below that stay thin, each reaching one rule, where the comb misses a wall.
