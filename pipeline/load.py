@@ -67,6 +67,8 @@ STATED_DPI_RANGE = (50.0, 10000.0)
 SQUARE_TOLERANCE = 0.1
 # Rows of a page sampled before all are searched for a third tone (see ``is_bilevel``).
 BILEVEL_SAMPLE = 16
+# Share of a PDF page that one-bit images must cover for it to be a black-and-white scan.
+BILEVEL_PDF_COVER = 0.5
 
 
 @dataclass(frozen=True)
@@ -378,13 +380,35 @@ def _pdf_pages(data: bytes, config: InputConfig) -> Iterator[Page]:
                 _check_size(int(round(width_pt * scale)), int(round(height_pt * scale)), config)
                 bitmap = page.render(scale=scale, grayscale=True, force_bitmap_format=pdfium_c.FPDFBitmap_Gray)
                 gray = np.array(bitmap.to_numpy(), dtype=np.uint8, copy=True)
+                scanned_bilevel = _scanned_in_black_and_white(page, width_pt * height_pt)
             except pdfium.PdfiumError as exc:
                 raise DocumentError(FailureReason.corrupt, f"page {index + 1}: cannot render: {exc}") from None
             finally:
                 page.close()
             if gray.ndim == 3:
                 gray = gray[:, :, 0].copy()
-            yield Page(number=index + 1, gray=gray, dpi=float(config.pdf_dpi), bilevel=is_bilevel(gray))
+            yield Page(number=index + 1, gray=gray, dpi=float(config.pdf_dpi),
+                       bilevel=scanned_bilevel or is_bilevel(gray))
     finally:
         document.close()
+
+
+def _scanned_in_black_and_white(page, area_pt: float) -> bool:
+    """Whether a PDF page is a black-and-white scan: its images (a fax server's, a
+    scanner's) are all one bit a pixel and cover BILEVEL_PDF_COVER of it at least. Its
+    rendering is gray all the same, where the image is scaled to the rendering's size.
+    An image whose description cannot be read makes the page count as gray: it still reads."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    covered = 0.0
+    try:
+        for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+            if image.get_metadata().bits_per_pixel != 1:
+                return False
+            left, bottom, right, top = image.get_bounds()
+            covered += max(0.0, right - left) * max(0.0, top - bottom)
+    except pdfium.PdfiumError:
+        return False
+    return area_pt > 0 and covered >= BILEVEL_PDF_COVER * area_pt
 

@@ -508,3 +508,17 @@ def test_a_page_is_bilevel_when_it_holds_two_tones_only(tmp_path):
     Image.fromarray(np.full_like(gray, 255)).save(path, format="TIFF")  # blank paper: one tone
     (page,) = read_all(path)
     assert page.bilevel
+
+
+def test_a_pdf_of_a_black_and_white_scan_is_bilevel_though_it_renders_gray(tmp_path):
+    # A fax server's PDF: one Group 4 image at 204 x 98 dpi filling the page. Rendered at
+    # input.pdf_dpi it is scaled, and gray at its edges; a gray scan's PDF is not bilevel.
+    two_tones = np.where(page_array(5, shape=(98, 204)) < 128, 0, 255).astype(np.uint8)
+    path = tmp_path / "fax.pdf"
+    Image.fromarray(two_tones).convert("1").save(path, dpi=(204, 98))
+    (page,) = read_all(path)
+    assert page.bilevel and len(np.unique(page.gray)) > 2
+    assert page.gray.shape == pytest.approx((300, 300), abs=2)  # the page's proportions, at 300 dpi
+    Image.fromarray(page_array(5, shape=(98, 204))).save(path, dpi=(204, 98))
+    (page,) = read_all(path)
+    assert not page.bilevel
