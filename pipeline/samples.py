@@ -378,10 +378,6 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
         page_rng = np.random.default_rng(rng.integers(2 ** 63))
         cheque = page_rng.random() < CHEQUE_SHARE
         gray, fields, scan_dpi = make_page(digits, page_rng, cheque=cheque, dpi=dpi)
-        # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
-        # state their resolution, as a scanner's files do.
-        jpeg = not cheque
-        options = {"quality": int(page_rng.integers(65, 86))} if jpeg else {"compress_level": 9}
         if fax:
             faxed, fields, width, height = _faxed(gray, fields, scan_dpi)
             name = f"page_{number:03d}.tif"
@@ -389,6 +385,10 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
                                                      dpi=FAX_DPI)
             truth = {"image": name, "width": width, "height": height, "dpi": FAX_DPI[0], "fields": fields}
         else:
+            # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
+            # state their resolution, as a scanner's files do.
+            jpeg = not cheque
+            options = {"quality": int(page_rng.integers(65, 86))} if jpeg else {"compress_level": 9}
             name = f"page_{number:03d}." + ("jpg" if jpeg else "png")
             Image.fromarray(gray).save(out_dir / name, format="JPEG" if jpeg else "PNG",
                                        dpi=(scan_dpi, scan_dpi), **options)
