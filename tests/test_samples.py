@@ -12,7 +12,9 @@ from PIL import Image
 import pytest
 
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.errors import ExitCode
+from pipeline.load import iter_pages, read_source
 from pipeline.samples import write_samples
 
 
@@ -109,9 +111,6 @@ def test_the_committed_samples_are_what_make_samples_writes(tmp_path):
 
 
 def test_fax_pages_are_black_and_white_at_fax_resolution_with_truth_on_the_page_as_read(tiny_mnist, tmp_path):
-    from pipeline.config import load_config
-    from pipeline.load import iter_pages, read_source
-
     config = load_config()
     written = write_samples(tiny_mnist, tmp_path, pages=3, seed=4, fax=True)
     assert [path.suffix for path in written] == [".tif"] * 3
