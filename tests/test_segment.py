@@ -162,6 +162,18 @@ def test_a_black_and_white_comb_whose_bottom_rule_is_in_dashes_holds_one_field(s
     assert iou(layout.fields[0].bbox, union(boxes)) > 0.7
 
 
+def test_a_black_and_white_cut_out_amount_keeps_its_level_strokes():
+    # A cut-out field holds no rules: the level bars of four 7s in a row, which on a full
+    # black-and-white page would chain like a rule's dashes, stay the 7s' bars.
+    page = np.full((90, 220), 255, np.uint8)
+    for k in range(4):
+        x = 20 + k * 45
+        cv2.line(page, (x, 20), (x + 32, 20), 0, 3)
+        cv2.line(page, (x + 32, 20), (x + 20, 72), 0, 3)
+    (field,) = segment_page(page, CONFIG, bilevel=True).fields
+    assert [blob.bbox[2] for blob in field.blobs] == [37] * 4
+
+
 def test_bold_digits_touching_their_comb_walls_are_one_blob_each():
     # Bold 0s touching their cells' left walls come out one blob each, the walls erased.
     # (This page passed before cb7d3eb too: here wall and stroke touch too briefly to make
