@@ -36,9 +36,13 @@ WALL_REACH = 1
 # box's corners overshoot, where a digit's stroke stops short of the rule inside.
 WALL_OVERSHOOT = 3
 # Columns (on the shrunk page) a wall's end may stand beside its rule's end: a drawn box's
-# rules stop short of its outer walls too. Measured on 2026-12-08 against 1 column: two
-# box sides fewer read as 1s on each of two generated sets, the same fields elsewhere.
-WALL_SIDE_REACH = 3
+# rules stop short of its outer walls too, and a black-and-white scan's threshold wipes a
+# thin rule's last pixels. Measured on 2026-12-08 against 3 columns (3 had beaten 1): 11
+# fields more read right of the 1,670 on three fax sets, 1 more on each of the 100 and
+# the 50 generated pages and on 40 black-and-white scans at 200 dpi, 1 fewer of the 682
+# on the 40 held-out real writers' pages; spurious fields fewer on every set that had
+# any (9 and 12 columns scored alike; 6 a little lower).
+WALL_SIDE_REACH = 9
 # A comb's walls stand at one pitch (its cell width). In a row of at least COMB_WALLS walls
 # whose gaps all lie within PITCH_SLACK of the pitch, a tick nearer than that to both its
 # neighbours, its two gaps adding up to the pitch, is a digit's stroke filling its cell (a

@@ -326,6 +326,18 @@ def test_comb_walls_that_the_rules_stop_short_of_are_walls():
     assert lines.vertical[200, 80] == 255
 
 
+def test_the_outer_walls_of_a_short_comb_whose_rules_were_thinned_short_are_walls():
+    # Three cells, too few walls for a comb row's pitch to speak for them: the outer walls
+    # stand 16 px beyond the ends of rules a black-and-white threshold thinned away.
+    dark = np.zeros((600, 700), np.uint8)
+    cv2.line(dark, (36, 160), (184, 160), 230, 2)
+    cv2.line(dark, (36, 240), (184, 240), 230, 2)
+    for x in (20, 80, 140, 200):
+        cv2.line(dark, (x, 160), (x, 240), 230, 2)
+    lines = preprocess.find_lines(dark, 100, 70, 6, 120)
+    assert lines.vertical[200, 20] == 255 and lines.vertical[200, 200] == 255
+
+
 def dashed_rule_page(dash: int, gap: int, count: int) -> np.ndarray:
     """Darkness of a black-and-white page with one level rule cut into ``count`` dashes."""
     dark = np.zeros((200, 600), np.uint8)
