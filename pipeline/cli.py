@@ -177,11 +177,15 @@ def evaluate(mnist, real, pages, config_path, model, report, quiet, verbose) -> 
               help="Write real writers' digits from this CVL digits .npz instead of MNIST's (for measuring only).")
 @click.option("--fax", is_flag=True,
               help="Send every page as a standard-mode fax: black and white TIFF (Group 4) at 204 × 98 dpi.")
-def samples(mnist, output, pages, seed, dpi, cvl, fax) -> int:
+@click.option("--bilevel", is_flag=True,
+              help="Scan every page black and white: TIFF (Group 4) at its own resolution.")
+def samples(mnist, output, pages, seed, dpi, cvl, fax, bilevel) -> int:
     """Generate synthetic cheques and forms with truth JSONs (MNIST test-split digits, or CVL's with --cvl)."""
     from pipeline.samples import write_samples
 
-    written = write_samples(mnist, output, pages, seed, dpi, cvl, fax)
+    if fax and bilevel:
+        raise click.UsageError("--fax pages are black and white already; give one of --fax and --bilevel")
+    written = write_samples(mnist, output, pages, seed, dpi, cvl, fax, bilevel)
     click.echo(f"wrote {len(written)} pages to {output}", err=True)
     return ExitCode.ok
 

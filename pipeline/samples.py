@@ -350,7 +350,7 @@ def _real_digits(cvl_path: Path) -> _Digits:
 
 
 def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int | None = None,
-                  cvl: Path | None = None, fax: bool = False) -> list[Path]:
+                  cvl: Path | None = None, fax: bool = False, bilevel: bool = False) -> list[Path]:
     """Write ``pages`` synthetic pages and their truth JSONs into ``out_dir``.
 
     Forms are ``page_NNN.jpg`` (JPEG at quality 65-85, as scanners save them), cheques
@@ -362,7 +362,10 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
     writers' instead of MNIST's: pages for measuring only, never for training or for the
     repository. With ``fax`` every page is sent as a standard-mode fax instead (the same
     page, then ``fax_page``): ``page_NNN.tif``, black and white, Group 4, stating FAX_DPI;
-    its truth is on the page as read, stretched to square pixels at 204 dpi.
+    its truth is on the page as read, stretched to square pixels at 204 dpi. With
+    ``bilevel`` every page is scanned black and white instead, as office scanners and
+    cheque imaging save documents: the same page made two-tone by Otsu's threshold, a Group
+    4 ``page_NNN.tif`` at its scan's resolution, the truth unchanged.
     Returns the image paths.
     """
     if cvl is not None:
@@ -384,6 +387,13 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
             Image.fromarray(faxed).convert("1").save(out_dir / name, format="TIFF", compression="group4",
                                                      dpi=FAX_DPI)
             truth = {"image": name, "width": width, "height": height, "dpi": FAX_DPI[0], "fields": fields}
+        elif bilevel:
+            name = f"page_{number:03d}.tif"
+            two_tones = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+            Image.fromarray(two_tones).convert("1").save(out_dir / name, format="TIFF", compression="group4",
+                                                         dpi=(scan_dpi, scan_dpi))
+            truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
+                     "fields": fields}
         else:
             # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
             # state their resolution, as a scanner's files do.

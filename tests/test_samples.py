@@ -129,3 +129,23 @@ def test_fax_pages_are_black_and_white_at_fax_resolution_with_truth_on_the_page_
             for digit in field["digits"]:
                 x, y, w, h = digit["bbox"]
                 assert page.gray[y:y + h, x:x + w].min() == 0  # black ink inside each digit's box
+
+
+def test_bilevel_pages_are_the_same_pages_black_and_white_at_their_resolution(tiny_mnist, tmp_path):
+    gray = write_samples(tiny_mnist, tmp_path / "gray", pages=2, seed=6)
+    two_tone = write_samples(tiny_mnist, tmp_path / "bw", pages=2, seed=6, bilevel=True)
+    assert [path.suffix for path in two_tone] == [".tif"] * 2
+    for gray_path, image_path in zip(gray, two_tone):
+        with Image.open(image_path) as image:
+            assert image.mode == "1" and image.info["compression"] == "group4"
+            stated = image.info["dpi"]
+        truth = json.loads(image_path.with_suffix(".json").read_text())
+        assert stated == pytest.approx((truth["dpi"], truth["dpi"]), abs=0.05)
+        gray_truth = json.loads(gray_path.with_suffix(".json").read_text())
+        assert truth["fields"] == gray_truth["fields"] and truth["width"] == gray_truth["width"]
+        (page,) = iter_pages(read_source(image_path, load_config().input), load_config().input)
+        assert page.bilevel
+
+
+def test_fax_and_bilevel_together_are_refused(tmp_path):
+    assert main(["samples", "--fax", "--bilevel", "--output", str(tmp_path)]) == ExitCode.could_not_run
