@@ -411,4 +411,3 @@ def _scanned_in_black_and_white(page, area_pt: float) -> bool:
     except pdfium.PdfiumError:
         return False
     return area_pt > 0 and covered >= BILEVEL_PDF_COVER * area_pt
-

@@ -281,16 +281,16 @@ def find_lines(dark: np.ndarray, level: int, min_length: int, max_thickness: int
         opened = cv2.morphologyEx(cv2.blur(small, blur), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, size))
         return ink_mask(opened, faint)
 
+    ink = ink_mask(small, faint)
     horizontal = runs((length, 1), (gap, 1))
     vertical = _taller_than(runs((1, length), (1, gap)), long_length)
     if dashed:
-        dashes = ink_mask(small, faint)
-        horizontal |= _dashed_rules(dashes, length, thick)
-        vertical |= _dashed_rules(np.ascontiguousarray(dashes.T), length, thick).T
+        horizontal |= _dashed_rules(ink, length, thick)
+        vertical |= _dashed_rules(np.ascontiguousarray(ink.T), length, thick).T
     # Runs that survive an opening across their direction are too thick to be rules.
     horizontal &= ~cv2.morphologyEx(horizontal, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, thick)))
     vertical &= ~cv2.morphologyEx(vertical, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (thick, 1)))
-    horizontal, rules = _rules(horizontal, ink_mask(small, faint) & ~vertical, long_length, thick, print_nearby)
+    horizontal, rules = _rules(horizontal, ink & ~vertical, long_length, thick, print_nearby)
     if rules.shape[0]:
         vertical |= _comb_walls(runs((1, max(3, length // 3)), (1, gap)) & ~vertical, horizontal, thick)
     # A rule a hair off level or antialiased loses its edge pixels to the opening: the ink

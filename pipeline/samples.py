@@ -316,8 +316,12 @@ def fax_page(gray: np.ndarray, dpi: int) -> np.ndarray:
     across, down = FAX_DPI
     rows, cols = gray.shape
     size = (round(cols * across / dpi), round(rows * down / dpi))
-    coarse = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    return cv2.threshold(coarse, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    return _two_tone(cv2.resize(gray, size, interpolation=cv2.INTER_AREA))
+
+
+def _two_tone(gray: np.ndarray) -> np.ndarray:
+    """``gray`` made black or white by Otsu's threshold: (M, N) uint8, 0 or 255."""
+    return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
 
 
 def _scaled(box: list[int], across: float, down: float) -> list[int]:
@@ -381,29 +385,26 @@ def write_samples(mnist_source, out_dir: Path, pages: int, seed: int, dpi: int |
         page_rng = np.random.default_rng(rng.integers(2 ** 63))
         cheque = page_rng.random() < CHEQUE_SHARE
         gray, fields, scan_dpi = make_page(digits, page_rng, cheque=cheque, dpi=dpi)
+        height, width = gray.shape
+        stated = (scan_dpi, scan_dpi)  # every file states its resolution, as a scanner's does
         if fax:
-            faxed, fields, width, height = _faxed(gray, fields, scan_dpi)
-            name = f"page_{number:03d}.tif"
-            Image.fromarray(faxed).convert("1").save(out_dir / name, format="TIFF", compression="group4",
-                                                     dpi=FAX_DPI)
-            truth = {"image": name, "width": width, "height": height, "dpi": FAX_DPI[0], "fields": fields}
+            gray, fields, width, height = _faxed(gray, fields, scan_dpi)
+            stated = FAX_DPI
         elif bilevel:
-            name = f"page_{number:03d}.tif"
-            two_tones = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
-            Image.fromarray(two_tones).convert("1").save(out_dir / name, format="TIFF", compression="group4",
-                                                         dpi=(scan_dpi, scan_dpi))
-            truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
-                     "fields": fields}
+            gray = _two_tone(gray)
+        if fax or bilevel:
+            image = Image.fromarray(gray).convert("1")
+            suffix, options = "tif", {"format": "TIFF", "compression": "group4"}
         else:
-            # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG. Both
-            # state their resolution, as a scanner's files do.
-            jpeg = not cheque
-            options = {"quality": int(page_rng.integers(65, 86))} if jpeg else {"compress_level": 9}
-            name = f"page_{number:03d}." + ("jpg" if jpeg else "png")
-            Image.fromarray(gray).save(out_dir / name, format="JPEG" if jpeg else "PNG",
-                                       dpi=(scan_dpi, scan_dpi), **options)
-            truth = {"image": name, "width": int(gray.shape[1]), "height": int(gray.shape[0]), "dpi": scan_dpi,
-                     "fields": fields}
+            # Full pages come as JPEG, as scanners save them; cut-down cheques as PNG.
+            image = Image.fromarray(gray)
+            if cheque:
+                suffix, options = "png", {"format": "PNG", "compress_level": 9}
+            else:
+                suffix, options = "jpg", {"format": "JPEG", "quality": int(page_rng.integers(65, 86))}
+        name = f"page_{number:03d}.{suffix}"
+        image.save(out_dir / name, dpi=stated, **options)
+        truth = {"image": name, "width": int(width), "height": int(height), "dpi": stated[0], "fields": fields}
         (out_dir / name).with_suffix(".json").write_text(json.dumps(truth) + "\n", encoding="utf-8")
         written.append(out_dir / name)
     return written

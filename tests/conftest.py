@@ -8,6 +8,7 @@ No TensorFlow here: the fakes have the real interfaces' shapes and types.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,8 @@ from pipeline.config import Config, ClassifyConfig, RunConfig
 from pipeline.group import DigitReading, FieldReading
 from pipeline.segment import Blob, Candidate, FieldLayout, PageLayout
 
+# The real MNIST folder, as CI and `make test` point at it.
+REAL_MNIST = Path(os.environ.get("DIGITS_MNIST", Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"))
 # Pixels darker than this are ink for the fake segmenter.
 FAKE_INK_THRESHOLD = 128
 # The fake segmenter cuts every field into this many digits.
@@ -157,3 +160,11 @@ def tiny_mnist(tmp_path):
     path = tmp_path / "mnist.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    """The real MNIST folder ($DIGITS_MNIST, else ../shared/data/mnist); skips the test without it."""
+    if not REAL_MNIST.is_dir():
+        pytest.skip(f"MNIST not found at {REAL_MNIST} (set DIGITS_MNIST)")
+    return REAL_MNIST

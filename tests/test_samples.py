@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -93,16 +92,13 @@ def test_pages_of_real_writers_digits_come_from_a_cvl_file(tmp_path):
 
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST_DIR = Path(os.environ.get("DIGITS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 
 
-def test_the_committed_samples_are_what_make_samples_writes(tmp_path):
+def test_the_committed_samples_are_what_make_samples_writes(tmp_path, real_mnist):
     """`make samples` (the CLI's defaults on the real MNIST) rewrites samples/ as committed:
     a generator change that would alter the pages shows here until the set is rewritten.
     The truth is compared, not the image bytes, which another Pillow may encode otherwise."""
-    if not MNIST_DIR.exists():
-        pytest.skip(f"MNIST not found at {MNIST_DIR} (set DIGITS_MNIST)")
-    assert main(["samples", "--mnist", str(MNIST_DIR), "--output", str(tmp_path)]) == ExitCode.ok
+    assert main(["samples", "--mnist", str(real_mnist), "--output", str(tmp_path)]) == ExitCode.ok
     committed = sorted(path.name for path in (REPO / "samples").iterdir())
     assert sorted(path.name for path in tmp_path.iterdir()) == committed
     for name in committed:

@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ from pipeline.train import TrainSettings, fit_temperature, train_and_save, train
 pytest.importorskip("keras")
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "digits.keras"
-MNIST_DIR = Path(os.environ.get("DIGITS_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 
 
 def synthetic_mnist(count=400, seed=0):
@@ -70,11 +68,9 @@ def test_shipped_card_describes_the_shipped_file(shipped):
     assert card["measurements"]["mnist_test"]["accuracy"] >= 0.99
 
 
-def test_shipped_model_reads_mnist_test_digits(shipped):
-    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST not found at {MNIST_DIR} (set DIGITS_MNIST)")
+def test_shipped_model_reads_mnist_test_digits(shipped, real_mnist):
     from pipeline.data import load_mnist
-    mnist = load_mnist(MNIST_DIR)
+    mnist = load_mnist(real_mnist)
     crops = np.stack([normalize_digit(im) for im in mnist.test_images])
     accuracy = (shipped.predict(crops).argmax(axis=1) == mnist.test_labels).mean()
     assert accuracy >= 0.99
