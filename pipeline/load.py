@@ -397,7 +397,8 @@ def _scanned_in_black_and_white(page, area_pt: float) -> bool:
     """Whether a PDF page is a black-and-white scan: its images (a fax server's, a
     scanner's) are all one bit a pixel and cover BILEVEL_PDF_COVER of it at least. Its
     rendering is gray all the same, where the image is scaled to the rendering's size.
-    An image whose description cannot be read makes the page count as gray: it still reads."""
+    An image whose description cannot be read makes the page count as gray: it still reads.
+    (``get_bounds`` is pypdfium2 5's; setup.cfg asks for 5 or later.)"""
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
